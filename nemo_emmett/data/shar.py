@@ -1,0 +1,137 @@
+"""Reading and writing examples as lhotse Shar.
+
+An *audio* Shar folder is plain lhotse Shar: ``cuts.NNNNNN.jsonl.gz`` plus ``recording.NNNNNN.tar``.
+A *text* Shar folder holds only ``text.NNNNNN.jsonl.gz`` (one ``TextPairExample`` record a line).
+Writers create their folder; readers warn about, and otherwise ignore, files that are not shards
+(lhotse's own reader fails on any stray file in a Shar folder).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from lhotse.serialization import open_best
+from lhotse.shar import LazySharIterator, SharWriter
+from lhotse.shar.writers import JsonlShardWriter
+from lhotse.lazy import count_newlines_fast
+
+from nemo_emmett.data.examples import Example, is_audio, text_example_from_dict, text_example_to_dict
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["audio", "text"]
+_SHARD_RE = re.compile(r"^(?P<field>[a-z_]+)\.(?P<idx>\d{6})\.(?P<ext>jsonl\.gz|jsonl|tar|tar\.gz)$")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One shard: ``paths`` maps a field (``cuts``, ``recording`` or ``text``) to its file."""
+
+    kind: Kind
+    paths: dict[str, str]
+
+    @property
+    def index_file(self) -> str:
+        """The jsonl file with one line per example."""
+        return self.paths["cuts" if self.kind == "audio" else "text"]
+
+
+def list_shards(shar_dir: str | Path) -> list[Shard]:
+    """The shards of a Shar folder, in index order."""
+    shar_dir = Path(shar_dir)
+    if not shar_dir.is_dir():
+        raise FileNotFoundError(f"Shar folder {str(shar_dir)!r} does not exist (prepare it with examples/prepare_data.py)")
+    by_field: dict[str, dict[int, str]] = {}
+    for p in sorted(shar_dir.iterdir()):
+        m = _SHARD_RE.match(p.name)
+        if m is None or not p.is_file():
+            log.warning("Ignoring %s: not a Shar shard file (expected <field>.NNNNNN.jsonl.gz or .tar)", p)
+            continue
+        by_field.setdefault(m["field"], {})[int(m["idx"])] = str(p)
+    if "cuts" in by_field and "text" in by_field:
+        raise ValueError(f"Shar folder {str(shar_dir)!r} mixes audio (cuts.*) and text (text.*) shards; keep one per folder")
+    if "cuts" in by_field:
+        kind: Kind = "audio"
+        index = by_field["cuts"]
+    elif "text" in by_field:
+        kind = "text"
+        index = by_field["text"]
+        if len(by_field) > 1:
+            raise ValueError(f"Text Shar folder {str(shar_dir)!r} has extra fields {sorted(set(by_field) - {'text'})}")
+    else:
+        raise ValueError(f"{str(shar_dir)!r} holds no Shar shards (no cuts.NNNNNN.jsonl.gz or text.NNNNNN.jsonl.gz files)")
+    for field, files in by_field.items():
+        if sorted(files) != sorted(index):
+            raise ValueError(
+                f"Shar folder {str(shar_dir)!r}: field {field!r} has shards {sorted(files)} but the index has {sorted(index)}"
+            )
+    return [Shard(kind, {field: files[i] for field, files in by_field.items()}) for i in sorted(index)]
+
+
+def count_examples(shar_dir: str | Path) -> int:
+    """Number of examples in a Shar folder, from line counts (no audio is read)."""
+    return sum(count_newlines_fast(s.index_file) for s in list_shards(shar_dir))
+
+
+def read_shard(shard: Shard) -> Iterator[Example]:
+    """Examples of one shard in stored order; audio cuts carry their audio in memory."""
+    if shard.kind == "audio":
+        yield from LazySharIterator(fields={k: [v] for k, v in shard.paths.items()})
+        return
+    path = shard.paths["text"]
+    with open_best(path, "r") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e})") from e
+            yield text_example_from_dict(record, where=f"{path}:{lineno}")
+
+
+def read_shar_dir(shar_dir: str | Path) -> Iterator[Example]:
+    for shard in list_shards(shar_dir):
+        yield from read_shard(shard)
+
+
+class ExampleSharWriter:
+    """Writes examples of one kind into a Shar folder (created if missing)::
+
+        with ExampleSharWriter(out_dir, kind="audio", shard_size=1000) as w:
+            for ex in examples:
+                w.write(ex)
+    """
+
+    def __init__(self, out_dir: str | Path, *, kind: Kind, shard_size: int = 1000, audio_format: str = "flac"):
+        self.out_dir = Path(out_dir)
+        self.kind = kind
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if kind == "audio":
+            self._writer = SharWriter(str(self.out_dir), fields={"recording": audio_format}, shard_size=shard_size)
+        else:
+            self._writer = JsonlShardWriter(str(self.out_dir / "text.%06d.jsonl.gz"), shard_size=shard_size)
+        self.num_written = 0
+
+    def write(self, ex: Example) -> None:
+        if is_audio(ex) != (self.kind == "audio"):
+            raise TypeError(f"{self.out_dir}: cannot write a {'audio' if is_audio(ex) else 'text'} example "
+                            f"into a {self.kind} Shar folder")
+        self._writer.write(ex if self.kind == "audio" else text_example_to_dict(ex))
+        self.num_written += 1
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> ExampleSharWriter:
+        self._writer.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
