@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from lhotse.lazy import count_newlines_fast
 from lhotse.serialization import open_best
 from lhotse.shar import LazySharIterator, SharWriter
 from lhotse.shar.writers import JsonlShardWriter
-from lhotse.lazy import count_newlines_fast
 
 from nemo_emmett.data.examples import Example, is_audio, text_example_from_dict, text_example_to_dict
 
@@ -79,10 +79,12 @@ def count_examples(shar_dir: str | Path) -> int:
     return sum(count_newlines_fast(s.index_file) for s in list_shards(shar_dir))
 
 
-def read_shard(shard: Shard) -> Iterator[Example]:
-    """Examples of one shard in stored order; audio cuts carry their audio in memory."""
+def read_shard(shard: Shard, *, with_audio: bool = True) -> Iterator[Example]:
+    """Examples of one shard in stored order. Audio cuts carry their audio in memory, or, with
+    ``with_audio=False``, only their metadata (durations, texts), read from the jsonl alone."""
     if shard.kind == "audio":
-        yield from LazySharIterator(fields={k: [v] for k, v in shard.paths.items()})
+        fields = shard.paths if with_audio else {"cuts": shard.paths["cuts"]}
+        yield from LazySharIterator(fields={k: [v] for k, v in fields.items()})
         return
     path = shard.paths["text"]
     with open_best(path, "r") as f:
@@ -96,9 +98,9 @@ def read_shard(shard: Shard) -> Iterator[Example]:
             yield text_example_from_dict(record, where=f"{path}:{lineno}")
 
 
-def read_shar_dir(shar_dir: str | Path) -> Iterator[Example]:
+def read_shar_dir(shar_dir: str | Path, *, with_audio: bool = True) -> Iterator[Example]:
     for shard in list_shards(shar_dir):
-        yield from read_shard(shard)
+        yield from read_shard(shard, with_audio=with_audio)
 
 
 class ExampleSharWriter:

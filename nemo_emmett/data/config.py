@@ -1,0 +1,88 @@
+"""Typed data configuration: the one place where data defaults live.
+
+``cfg.data`` from Hydra is validated against :class:`DataConfig` (unknown keys are errors)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+@dataclass
+class BucketConfig:
+    """2D buckets of one modality. Batch sizes come from, in order of precedence: ``bucket_file``,
+    ``batch_sizes``, ``max_padded_size``."""
+
+    bins: list[list[float]] | None = None
+    """Explicit [[max_input, max_output], ...]; estimated from the training data when null."""
+    num_input_bins: int = 6
+    num_output_bins: int = 3
+    max_input: float | None = None
+    """Examples longer than this (input units) are outliers for bin estimation."""
+    max_output: float | None = None
+    batch_sizes: list[int] | None = None
+    max_padded_size: float | None = 2000.0
+    """Budget per batch in padded elements: batch_size * (max_input + max_output)."""
+    bucket_file: str | None = None
+    """JSON with bins and batch sizes, from examples/estimate_bins.py or the OOMptimizer."""
+    outliers: str = "drop"
+    """'drop' (counted and logged) or 'nearest' (the smallest larger bucket that holds it)."""
+
+
+@dataclass
+class DemoConfig:
+    enabled: bool = True
+    """Build the embedded demo corpus and use it when no sources are given."""
+    num_train: int = 1500
+    """Spoken training numbers (shared by the ASR and ST sources)."""
+    num_val: int = 100
+    num_mt_train: int = 2000
+    """Text pairs per MT direction."""
+    seed: int = 1234
+    root: str | None = None
+    """None: under ${NEMO_EMMETT_CACHE:-~/.cache/nemo_emmett}/demo/, keyed by content."""
+
+
+@dataclass
+class TokenizerConfig:
+    model_path: str | None = None
+    """A SentencePiece .model; when null, one is trained on the training text and cached."""
+    vocab_size: int = 512
+    sample_examples: int = 20000
+    """How many training examples (spread over sources) to train it on."""
+
+
+@dataclass
+class DataConfig:
+    train_sources: list[dict[str, Any]] = field(default_factory=list)
+    """Each: name, path, task, source_lang, target_lang, dataset, weight | num_examples."""
+    validation_sources: list[dict[str, Any]] = field(default_factory=list)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    temperature: float = 1.0
+    """Source weights p_i ~ n_i^(1/T) for sources without an explicit weight."""
+    seed: int = 1234
+    jitter: float = 0.5
+    shuffle_buffer: int = 1000
+    token_equivalent_duration: float = 0.08
+    """Seconds of speech counted as one input token for bucketing."""
+    audio_buckets: BucketConfig = field(default_factory=BucketConfig)
+    text_buckets: BucketConfig = field(default_factory=BucketConfig)
+    estimation_examples: int = 2000
+    """Examples read per source to estimate bins."""
+    max_wait: int = 20000
+    """A bucket whose oldest example waited this many draws is emitted early (bounds resume replay)."""
+    num_workers: int = 2
+    val_batch_size: int = 32
+    sampling_rate: int = 16000
+
+
+def parse_data_config(cfg: DictConfig | dict[str, Any] | DataConfig) -> DataConfig:
+    """Validate a Hydra/dict data config against :class:`DataConfig`; errors name the bad key."""
+    if isinstance(cfg, DataConfig):
+        return cfg
+    schema = OmegaConf.structured(DataConfig)
+    merged = OmegaConf.merge(schema, cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg))
+    return OmegaConf.to_object(merged)

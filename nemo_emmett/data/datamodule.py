@@ -1,0 +1,106 @@
+"""Lightning DataModule: train and validation loaders from ``cfg.data``, with a resumable stream.
+
+Training batches are produced inside dataloader workers; each carries its slot's sampler state.
+``on_before_batch_transfer`` (main process) keeps the state of the last *consumed* batch of
+every slot, and ``state_dict`` stores them with how many batches were consumed, which tells the
+next run which worker's turn it is (the DataLoader takes workers round-robin)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from nemo_emmett.data.config import DataConfig, parse_data_config
+from nemo_emmett.data.dataset import Encode, TrainBatches, ValidationBatches
+from nemo_emmett.data.pipeline import DataPlan, build_plan
+
+log = logging.getLogger(__name__)
+
+
+class EmmettDataModule(pl.LightningDataModule):
+    def __init__(self, cfg: DictConfig | dict | DataConfig, *, encode: Encode | None = None):
+        super().__init__()
+        self.cfg = parse_data_config(cfg)
+        self.encode = encode
+        self.plan: DataPlan | None = None
+        self._slot_states: dict[int, dict[str, Any]] = {}
+        self._num_slots: int | None = None
+        self._consumed = 0
+        self._resume: dict[str, Any] | None = None
+
+    # ---- set-up ----------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.plan is None:
+            self.plan = build_plan(self.cfg)
+            log.info("\n%s", self.plan.summary())
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = self._trainer if hasattr(self, "_trainer") else None
+        if trainer is not None:
+            return trainer.global_rank, trainer.world_size
+        return 0, 1
+
+    def train_dataset(self) -> TrainBatches:
+        self.setup()
+        rank, world = self._rank_world()
+        c = self.cfg
+        return TrainBatches(
+            specs=self.plan.train, weights=self.plan.weights, buckets=self.plan.buckets, measure=self.plan.measure,
+            seed=c.seed, rank=rank, world_size=world, jitter=c.jitter, shuffle_buffer=c.shuffle_buffer,
+            max_wait=c.max_wait, sampling_rate=c.sampling_rate, encode=self.encode, resume=self._resume,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset())
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup()
+        rank, world = self._rank_world()
+        ds = ValidationBatches(specs=self.plan.validation, measure=self.plan.measure,
+                               batch_size=self.cfg.val_batch_size, rank=rank, world_size=world,
+                               sampling_rate=self.cfg.sampling_rate, encode=self.encode)
+        return self._loader(ds)
+
+    def _loader(self, ds) -> DataLoader:
+        nw = self.cfg.num_workers
+        return DataLoader(ds, batch_size=None, num_workers=nw, persistent_workers=False,
+                          prefetch_factor=2 if nw > 0 else None)
+
+    # ---- stream position -------------------------------------------------------------------
+    def record(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Take the worker's data state off a consumed training batch and remember it."""
+        ds = batch.pop("data_state", None)
+        if ds is not None:
+            self._slot_states[ds["slot"]] = ds["state"]
+            self._num_slots = ds["num_slots"]
+            self._consumed += 1
+        return batch
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return self.record(batch) if isinstance(batch, dict) else batch
+
+    def state_dict(self) -> dict[str, Any]:
+        local = {"consumed": self._consumed, "num_slots": self._num_slots, "slots": dict(self._slot_states)}
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(gathered, local)
+            return {"ranks": gathered}
+        return {"ranks": [local]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        rank, world = self._rank_world()
+        ranks = state["ranks"]
+        if len(ranks) != world:
+            raise ValueError(f"data stream checkpoint is from {len(ranks)} rank(s); this run has {world}")
+        mine = ranks[rank]
+        nw = max(self.cfg.num_workers, 1)
+        self._consumed = mine["consumed"]
+        self._slot_states = {int(k): v for k, v in mine["slots"].items()}
+        self._num_slots = mine["num_slots"]
+        if mine["num_slots"] is not None:  # None: saved before the first batch, start afresh
+            self._resume = {"offset": mine["consumed"] % nw, "num_slots": mine["num_slots"], "slots": self._slot_states}

@@ -1,0 +1,151 @@
+"""Iterable datasets that run multiplexer -> 2D bucketing -> collation inside each dataloader worker.
+
+Each (rank, worker) slot reads a disjoint part of every source. Training batches carry the
+sampler state of their slot under ``data_state`` so that the main process can checkpoint the
+stream without reaching into worker processes (see ``EmmettDataModule``)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from lhotse import CutSet
+from lhotse.dataset.collation import collate_audio
+from torch.utils.data import IterableDataset, get_worker_info
+
+from nemo_emmett.data import examples as ex_
+from nemo_emmett.data.bucketing import BucketGrid
+from nemo_emmett.data.multiplexer import Multiplexer
+from nemo_emmett.data.sampler import Batch, Bucketing2DSampler, ModalityBuckets
+from nemo_emmett.data.shar import list_shards
+from nemo_emmett.data.sources import SourceSpec
+from nemo_emmett.data.stream import ShardedStream
+
+Encode = Callable[[str], list[int]]
+
+
+def pad_ids(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """List of B id lists -> (B, T_max) long tensor padded with ``pad_id``, and (B,) lengths."""
+    lens = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    out = torch.full((len(seqs), int(lens.max()) if len(seqs) else 0), pad_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+    return out, lens
+
+
+def collate(batch: Batch, *, sampling_rate: int, encode: Encode | None = None, pad_id: int = 0) -> dict[str, Any]:
+    """Tensors and metadata of one homogeneous batch. Audio: ``audio`` (B, T) and ``audio_lens`` (B,);
+    with ``encode``: ``target_ids`` (B, U) / ``target_lens``, and for text ``source_ids`` / ``source_lens``."""
+    exs = batch.examples
+    out: dict[str, Any] = {
+        "modality": batch.modality,
+        "bucket": batch.bucket,
+        "ids": [ex_.example_id(e) for e in exs],
+        "tasks": [ex_.task(e) for e in exs],
+        "source_langs": [ex_.source_lang(e) for e in exs],
+        "target_langs": [ex_.target_lang(e) for e in exs],
+        "source_texts": [ex_.source_text(e) for e in exs],
+        "target_texts": [ex_.target_text(e) for e in exs],
+    }
+    if batch.modality == "audio":
+        cuts = CutSet.from_cuts(c if c.sampling_rate == sampling_rate else c.resample(sampling_rate) for c in exs)
+        try:
+            out["audio"], out["audio_lens"] = collate_audio(cuts)  # (B, T), (B,)
+        except Exception as e:
+            origins = sorted({str(getattr(c, "shard_origin", "?")) for c in exs})
+            raise RuntimeError(f"could not load audio of cuts {out['ids'][:5]}... from {origins}: {e}") from e
+    if encode is not None:
+        out["target_ids"], out["target_lens"] = pad_ids([encode(t) for t in out["target_texts"]], pad_id)
+        if batch.modality == "text":
+            out["source_ids"], out["source_lens"] = pad_ids([encode(t) for t in out["source_texts"]], pad_id)
+    return out
+
+
+def worker_slot(rank: int, world_size: int, offset: int = 0) -> tuple[int, int]:
+    """(slot, num_slots) of the calling dataloader worker. ``offset`` rotates worker roles so that,
+    after a resume, the first worker to yield plays the slot whose turn it was."""
+    info = get_worker_info()
+    wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+    return rank * nw + (wid + offset) % nw, world_size * nw
+
+
+@dataclass
+class TrainBatches(IterableDataset):
+    specs: list[SourceSpec]
+    weights: list[float]
+    buckets: dict[str, ModalityBuckets]
+    measure: Callable
+    seed: int
+    rank: int = 0
+    world_size: int = 1
+    jitter: float = 0.5
+    shuffle_buffer: int = 1000
+    max_wait: int = 20000
+    sampling_rate: int = 16000
+    encode: Encode | None = None
+    resume: dict[str, Any] | None = None
+    """{"offset": int, "slots": {slot: sampler state}} from EmmettDataModule.state_dict()."""
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+    def sampler_for_slot(self, slot: int, num_slots: int) -> Bucketing2DSampler:
+        streams = [
+            ShardedStream(s.name, list_shards(s.path), seed=self.seed, slot=slot, num_slots=num_slots,
+                          shuffle_buffer=self.shuffle_buffer)
+            for s in self.specs
+        ]
+        mux = Multiplexer(streams, self.weights, seed=self.seed, slot=slot, jitter=self.jitter)
+        sampler = Bucketing2DSampler(buckets=self.buckets, measure=self.measure, mux=mux, max_wait=self.max_wait)
+        if self.resume is not None:
+            if self.resume.get("num_slots") != num_slots:
+                raise ValueError(
+                    f"checkpointed data stream used {self.resume.get('num_slots')} rank x worker slots, this run has "
+                    f"{num_slots}: resume with the same world size and data.num_workers"
+                )
+            state = self.resume["slots"].get(slot)
+            if state is not None:
+                sampler.load_state_dict(state)
+        return sampler
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        offset = self.resume["offset"] if self.resume else 0
+        slot, num_slots = worker_slot(self.rank, self.world_size, offset)
+        sampler = self.sampler_for_slot(slot, num_slots)
+        for batch in sampler:
+            out = collate(batch, sampling_rate=self.sampling_rate, encode=self.encode)
+            out["data_state"] = {"slot": slot, "num_slots": num_slots, "state": sampler.state_dict()}
+            yield out
+
+
+@dataclass
+class ValidationBatches(IterableDataset):
+    """One finite pass: every example of every source exactly once over all ranks and workers."""
+
+    specs: list[SourceSpec]
+    measure: Callable
+    batch_size: int = 32
+    rank: int = 0
+    world_size: int = 1
+    sampling_rate: int = 16000
+    encode: Encode | None = None
+
+    def __post_init__(self) -> None:
+        super().__init__()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        slot, num_slots = worker_slot(self.rank, self.world_size)
+        streams = [
+            ShardedStream(s.name, list_shards(s.path), seed=0, slot=slot, num_slots=num_slots,
+                          shuffle=False, infinite=False)
+            for s in self.specs
+        ]
+        one_bucket = {m: ModalityBuckets(BucketGrid([(float("inf"), float("inf"))]), [self.batch_size])
+                      for m in ("audio", "text")}
+        sampler = Bucketing2DSampler(buckets=one_bucket, measure=self.measure,
+                                     finite_source=itertools.chain.from_iterable(streams))
+        for batch in sampler:
+            yield collate(batch, sampling_rate=self.sampling_rate, encode=self.encode)

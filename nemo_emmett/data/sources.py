@@ -1,0 +1,66 @@
+"""Named data sources: one Shar folder each, tagged with task, modality, languages and dataset."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from nemo_emmett.data.examples import AUDIO_TASKS, TASKS
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One entry of ``data.train.sources`` / ``data.validation.sources``.
+
+    Exactly how the multiplexer sees a dataset: language, modality and dataset are only tags,
+    so one mixing mechanism covers all three.
+    """
+
+    name: str
+    path: str
+    task: str
+    source_lang: str
+    target_lang: str
+    dataset: str = "default"
+    weight: float | None = None
+    """Sampling weight; when no source has one, weights come from sizes and the temperature."""
+    num_examples: int | None = None
+    """Size used for temperature weighting; counted from the shards when absent."""
+    modality: str | None = None
+    """``audio`` or ``text``; derived from the task when absent."""
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"source {self.name!r}: task {self.task!r} is not one of {TASKS}")
+        expected = "audio" if self.task in AUDIO_TASKS else "text"
+        if self.modality is None:
+            object.__setattr__(self, "modality", expected)
+        elif self.modality != expected:
+            raise ValueError(f"source {self.name!r}: modality {self.modality!r} does not match task {self.task!r}")
+        if self.weight is not None and not (math.isfinite(self.weight) and self.weight > 0):
+            raise ValueError(f"source {self.name!r}: weight must be a finite number > 0, got {self.weight!r}")
+
+    @property
+    def direction(self) -> str:
+        return f"{self.task}:{self.source_lang}-{self.target_lang}"
+
+
+def temperature_weights(sizes: Sequence[int], temperature: float) -> list[float]:
+    """p_i = n_i^(1/T) / sum_j n_j^(1/T): T=1 follows corpus sizes, large T tends to uniform."""
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if any(n <= 0 for n in sizes):
+        raise ValueError(f"every source needs at least one example for temperature weighting, got sizes {list(sizes)}")
+    scaled = [n ** (1.0 / temperature) for n in sizes]
+    total = sum(scaled)
+    return [s / total for s in scaled]
+
+
+def normalize_weights(names: Sequence[str], weights: Sequence[float]) -> list[float]:
+    """Weights scaled to sum to one; each must be finite and > 0 (the error names the source)."""
+    for name, w in zip(names, weights, strict=True):
+        if not (isinstance(w, int | float) and math.isfinite(w) and w > 0):
+            raise ValueError(f"source {name!r}: weight must be a finite number > 0, got {w!r}")
+    total = float(sum(weights))
+    return [w / total for w in weights]

@@ -1,0 +1,58 @@
+"""Shared builders: small Shar sources written into tmp_path."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from lhotse import Recording
+
+from nemo_emmett.data.examples import make_audio_example, make_text_example
+from nemo_emmett.data.shar import ExampleSharWriter
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def write_text_source(path: Path, name: str, n: int, *, shard_size: int = 50, seed: int = 0,
+                      src: str = "en", tgt: str = "de", max_words: int = 20) -> Path:
+    rng = random.Random(seed)
+    with ExampleSharWriter(path, kind="text", shard_size=shard_size) as w:
+        for i in range(n):
+            w.write(make_text_example(
+                example_id=f"{name}-{i}",
+                source_text=" ".join(f"s{rng.randint(0, 9)}" for _ in range(rng.randint(1, max_words))),
+                target_text=" ".join(f"t{rng.randint(0, 9)}" for _ in range(rng.randint(1, max_words))),
+                source_lang=src, target_lang=tgt, dataset=name,
+            ))
+    return path
+
+
+def write_audio_source(path: Path, name: str, n: int, *, shard_size: int = 10, seed: int = 0,
+                       task: str = "st", sampling_rate: int = 16000) -> Path:
+    rng = np.random.default_rng(seed)
+    wav_dir = path.parent / f"{path.name}_wav"
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    with ExampleSharWriter(path, kind="audio", shard_size=shard_size) as w:
+        for i in range(n):
+            wav = wav_dir / f"{name}-{i}.wav"
+            sf.write(wav, 0.1 * rng.standard_normal(int(sampling_rate * rng.uniform(0.3, 2.0))).astype("float32"),
+                     sampling_rate)
+            words = " ".join(f"w{k}" for k in range(int(rng.integers(1, 12))))
+            w.write(make_audio_example(
+                recording=Recording.from_file(wav, recording_id=f"{name}-{i}"), transcript=words,
+                source_lang="en", target_text=words if task == "asr" else words.upper(),
+                target_lang="en" if task == "asr" else "de", task=task, dataset=name,
+            ))
+    return path
+
+
+@pytest.fixture
+def text_sources(tmp_path: Path) -> dict[str, Path]:
+    return {
+        "a": write_text_source(tmp_path / "a", "a", 300, seed=1),
+        "b": write_text_source(tmp_path / "b", "b", 120, seed=2, tgt="fr"),
+    }
