@@ -98,6 +98,14 @@ def sample_examples(specs: list[SourceSpec], per_source: int) -> list[ex_.Exampl
     return out
 
 
+def measure_lengths(sample: list[ex_.Example], measure: LengthMeasure) -> dict[str, np.ndarray]:
+    """(N, 2) arrays of (input, output) lengths per modality."""
+    out = {"audio": [], "text": []}
+    for e in sample:
+        out["audio" if ex_.is_audio(e) else "text"].append(measure(e))
+    return {m: np.asarray(v, dtype=np.float64).reshape(-1, 2) for m, v in out.items()}
+
+
 def resolve_buckets(modality: str, bc: BucketConfig, lengths: np.ndarray) -> tuple[ModalityBuckets, BinEstimate | None]:
     """Bins and batch sizes of one modality from its config; ``lengths``: (N, 2) for estimation."""
     bins, batch_sizes, est = bc.bins, bc.batch_sizes, None
@@ -148,11 +156,11 @@ def build_plan(cfg: DataConfig) -> DataPlan:
     measure = LengthMeasure(SentencePieceCounter(tokenizer_path), cfg.token_equivalent_duration)
 
     buckets, estimates = {}, {}
+    lengths = measure_lengths(sample, measure)
     for modality, bc in (("audio", cfg.audio_buckets), ("text", cfg.text_buckets)):
         if not any(s.modality == modality for s in train):
             continue
-        lengths = np.array([measure(e) for e in sample if ex_.is_audio(e) == (modality == "audio")]).reshape(-1, 2)
-        buckets[modality], est = resolve_buckets(modality, bc, lengths)
+        buckets[modality], est = resolve_buckets(modality, bc, lengths[modality])
         if est is not None:
             estimates[modality] = est
     return DataPlan(train, weights, validation, tokenizer_path, measure, buckets, estimates)

@@ -73,7 +73,9 @@ class ShardedStream:
         self.infinite = infinite
         self.by_shard = len(shards) >= num_slots
         if not self.by_shard:
-            log.warning(
+            # Finite (validation) passes stride cheaply; for training say it once, from slot 0.
+            report = log.warning if infinite and slot == 0 else log.debug
+            report(
                 "source %r: %d shard(s) for %d rank x worker slots; every slot reads all of it and keeps "
                 "its share. Write at least %d shards to read each only once.",
                 name, len(shards), num_slots, num_slots,
