@@ -1,0 +1,110 @@
+import gzip
+import itertools
+
+import pytest
+import torch
+
+from nemo_emmett.data.config import parse_data_config
+from nemo_emmett.data.datamodule import EmmettDataModule
+from tests.conftest import write_audio_source, write_text_source
+
+
+def data_cfg(tmp_path, text_sources, *, num_workers, audio=None, **kw):
+    sources = [
+        {"name": "a", "path": str(text_sources["a"]), "task": "mt", "source_lang": "en", "target_lang": "de"},
+        {"name": "b", "path": str(text_sources["b"]), "task": "mt", "source_lang": "en", "target_lang": "fr"},
+    ]
+    if audio is not None:
+        sources.append({"name": "au", "path": str(audio), "task": "st", "source_lang": "en", "target_lang": "de"})
+    return {
+        "train_sources": sources,
+        "validation_sources": sources,
+        "demo": {"enabled": False},
+        "tokenizer": {"vocab_size": 40},
+        "num_workers": num_workers,
+        "val_batch_size": 16,
+        "text_buckets": {"max_padded_size": 120, "num_input_bins": 3, "num_output_bins": 2},
+        "audio_buckets": {"max_padded_size": 200, "num_input_bins": 2, "num_output_bins": 2},
+        **kw,
+    }
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NEMO_EMMETT_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_validation_yields_each_example_exactly_once(tmp_path, text_sources, num_workers):
+    audio = write_audio_source(tmp_path / "au", "au", 15)
+    dm = EmmettDataModule(data_cfg(tmp_path, text_sources, num_workers=num_workers, audio=audio))
+    ids = [i for b in dm.val_dataloader() for i in b["ids"]]
+    assert len(ids) == len(set(ids)) == 300 + 120 + 15
+
+
+def test_training_batches_are_collated_tensors(tmp_path, text_sources):
+    audio = write_audio_source(tmp_path / "au", "au", 15)
+    cfg = data_cfg(tmp_path, text_sources, num_workers=0, audio=audio)
+    for s in cfg["train_sources"]:
+        s["weight"] = 1.0
+    dm = EmmettDataModule(cfg, encode=lambda t: [len(w) for w in t.split()])
+    seen = set()
+    for b in itertools.islice(dm.train_dataloader(), 40):
+        seen.add(b["modality"])
+        n = len(b["ids"])
+        assert b["target_ids"].shape[0] == n and b["target_lens"].max() == b["target_ids"].shape[1]
+        if b["modality"] == "audio":
+            assert b["audio"].dtype == torch.float32 and b["audio"].shape[0] == n
+            assert int(b["audio_lens"].max()) == b["audio"].shape[1]
+        else:
+            assert b["source_ids"].shape[0] == n
+    assert seen == {"audio", "text"}
+
+
+def consume(dm, loader_iter, n):
+    return [dm.record(next(loader_iter))["ids"] for _ in range(n)]
+
+
+@pytest.mark.parametrize(("num_workers", "stop_after"), [(0, 7), (2, 7), (2, 10)])
+def test_resume_continues_the_stream_across_workers(tmp_path, text_sources, num_workers, stop_after):
+    cfg = data_cfg(tmp_path, text_sources, num_workers=num_workers)
+    dm = EmmettDataModule(cfg)
+    it = iter(dm.train_dataloader())
+    consume(dm, it, stop_after)
+    state = dm.state_dict()
+    reference = consume(dm, it, 12)
+    del it
+
+    resumed = EmmettDataModule(cfg)
+    resumed.load_state_dict(state)
+    got = consume(resumed, iter(resumed.train_dataloader()), 12)
+    assert got == reference
+
+
+def test_error_in_a_worker_stops_the_main_process(tmp_path, text_sources):
+    bad = write_text_source(tmp_path / "bad", "bad", 30, shard_size=30)
+    with gzip.open(bad / "text.000000.jsonl.gz", "at") as f:
+        f.write("{not json\n")
+    cfg = data_cfg(tmp_path, {"a": text_sources["a"], "b": bad}, num_workers=2, estimation_examples=5)
+    dm = EmmettDataModule(cfg)
+    with pytest.raises(Exception, match=r"text\.000000\.jsonl\.gz:31: not valid JSON"):
+        for _ in itertools.islice(dm.train_dataloader(), 200):
+            pass
+
+
+def test_config_errors_name_the_culprit(tmp_path, text_sources):
+    with pytest.raises(Exception, match="temperatur"):
+        parse_data_config({"temperatur": 2.0})
+    cfg = data_cfg(tmp_path, text_sources, num_workers=0)
+    cfg["train_sources"][1]["weight"] = 1.0
+    with pytest.raises(ValueError, match=r"sources without one: \['a'\]"):
+        EmmettDataModule(cfg).setup()
+    cfg["train_sources"][0]["weight"] = -1.0
+    with pytest.raises(ValueError, match="source 'a': weight must be a finite number > 0"):
+        EmmettDataModule(cfg).setup()
+    missing = data_cfg(tmp_path, text_sources, num_workers=0)
+    missing["train_sources"][0]["path"] = str(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="nope"):
+        EmmettDataModule(missing).setup()
+    with pytest.raises(ValueError, match="nothing to train on"):
+        EmmettDataModule({"demo": {"enabled": False}}).setup()
