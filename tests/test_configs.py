@@ -1,0 +1,44 @@
+"""Every Hydra config under conf/ composes, and its data group validates against DataConfig."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from nemo_emmett.data.config import parse_data_config
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+TOP_LEVEL = sorted(p.stem for p in CONF.glob("*.yaml"))
+GROUPS = sorted(p for p in CONF.rglob("*.yaml") if p.parent != CONF)
+
+
+def test_there_are_configs():
+    assert "salm_t5" in TOP_LEVEL
+
+
+@pytest.mark.parametrize("name", TOP_LEVEL)
+def test_top_level_config_composes(name):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=name)
+    parse_data_config(cfg.data)
+
+
+@pytest.mark.parametrize("path", GROUPS, ids=lambda p: str(p.relative_to(CONF)))
+def test_group_option_composes_into_every_top_level_config(path):
+    group, option = str(path.parent.relative_to(CONF)), path.stem
+    for name in TOP_LEVEL:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(config_name=name, overrides=[f"{group}={option}"])
+        if group == "data":
+            parse_data_config(cfg.data)
+
+
+def test_every_config_file_opens_with_a_launch_comment():
+    for path in CONF.rglob("*.yaml"):
+        assert path.read_text().startswith("#"), f"{path} should open with a comment (launch command, overrides)"
+
+
+def test_multirun_keeps_the_working_directory():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="salm_t5", return_hydra_config=True)
+    assert cfg.hydra.job.chdir is False
