@@ -56,3 +56,18 @@ def text_sources(tmp_path: Path) -> dict[str, Path]:
         "a": write_text_source(tmp_path / "a", "a", 300, seed=1),
         "b": write_text_source(tmp_path / "b", "b", 120, seed=2, tgt="fr"),
     }
+
+
+class WordLengthIds:
+    """A stand-in tokenizer for data tests: one id per word (its length), EOS 1, prompt [2]."""
+
+    pad_id = 0
+
+    def encode(self, text: str) -> list[int]:
+        return [len(w) + 2 for w in text.split()]
+
+    def target_ids(self, text: str) -> list[int]:
+        return [*self.encode(text), 1]
+
+    def prompt_ids(self, *, task: str, source_lang: str, target_lang: str) -> list[int]:
+        return [2]

@@ -64,7 +64,9 @@ def estimate_bins_2d(
     kept = lengths[keep]
     if len(kept) == 0:
         raise ValueError("no example is within max_input / max_output: cannot estimate bins")
-    kept = kept[np.lexsort((kept[:, 1], kept[:, 0]))]
+    # Equal inputs: longest output first, so that examples of a run's edge input that spill into the next
+    # run (and are bucketed by that edge) are never longer on output than the run's largest output edge.
+    kept = kept[np.lexsort((-kept[:, 1], kept[:, 0]))]
     bins: list[tuple[float, float]] = []
     prev_in = -np.inf
     for run in np.array_split(kept, min(num_input_bins, len(kept))):

@@ -16,17 +16,17 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from nemo_emmett.data.config import DataConfig, parse_data_config
-from nemo_emmett.data.dataset import Encode, TrainBatches, ValidationBatches
+from nemo_emmett.data.dataset import TextIds, TrainBatches, ValidationBatches
 from nemo_emmett.data.pipeline import DataPlan, build_plan
 
 log = logging.getLogger(__name__)
 
 
 class EmmettDataModule(pl.LightningDataModule):
-    def __init__(self, cfg: DictConfig | dict | DataConfig, *, encode: Encode | None = None):
+    def __init__(self, cfg: DictConfig | dict | DataConfig, *, text: TextIds | None = None):
         super().__init__()
         self.cfg = parse_data_config(cfg)
-        self.encode = encode
+        self.text = text
         self.plan: DataPlan | None = None
         self._slot_states: dict[int, dict[str, Any]] = {}
         self._num_slots: int | None = None
@@ -52,7 +52,7 @@ class EmmettDataModule(pl.LightningDataModule):
         return TrainBatches(
             specs=self.plan.train, weights=self.plan.weights, buckets=self.plan.buckets, measure=self.plan.measure,
             seed=c.seed, rank=rank, world_size=world, jitter=c.jitter, shuffle_buffer=c.shuffle_buffer,
-            max_wait=c.max_wait, sampling_rate=c.sampling_rate, encode=self.encode, resume=self._resume,
+            max_wait=c.max_wait, sampling_rate=c.sampling_rate, text=self.text, resume=self._resume,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -63,7 +63,7 @@ class EmmettDataModule(pl.LightningDataModule):
         rank, world = self._rank_world()
         ds = ValidationBatches(specs=self.plan.validation, measure=self.plan.measure,
                                batch_size=self.cfg.val_batch_size, rank=rank, world_size=world,
-                               sampling_rate=self.cfg.sampling_rate, encode=self.encode)
+                               sampling_rate=self.cfg.sampling_rate, text=self.text)
         return self._loader(ds)
 
     def _loader(self, ds) -> DataLoader:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from lhotse import CutSet
@@ -24,7 +24,15 @@ from nemo_emmett.data.shar import list_shards
 from nemo_emmett.data.sources import SourceSpec
 from nemo_emmett.data.stream import ShardedStream
 
-Encode = Callable[[str], list[int]]
+
+class TextIds(Protocol):
+    """What collation needs of a tokenizer (``nemo_emmett.parts.text_processor.TextProcessor``)."""
+
+    pad_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+    def target_ids(self, text: str) -> list[int]: ...
+    def prompt_ids(self, *, task: str, source_lang: str, target_lang: str) -> list[int]: ...
 
 
 def pad_ids(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,9 +44,10 @@ def pad_ids(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, t
     return out, lens
 
 
-def collate(batch: Batch, *, sampling_rate: int, encode: Encode | None = None, pad_id: int = 0) -> dict[str, Any]:
-    """Tensors and metadata of one homogeneous batch. Audio: ``audio`` (B, T) and ``audio_lens`` (B,);
-    with ``encode``: ``target_ids`` (B, U) / ``target_lens``, and for text ``source_ids`` / ``source_lens``."""
+def collate(batch: Batch, *, sampling_rate: int, text: TextIds | None = None) -> dict[str, Any]:
+    """Tensors and metadata of one homogeneous batch. Audio: ``audio`` (B, T) and ``audio_lens`` (B,).
+    With ``text``: ``target_ids`` (B, U) ending in EOS, ``prompt_ids`` (B, P) with the target-language
+    tag, and for text batches ``source_ids`` (B, S); each with its ``*_lens`` (B,)."""
     exs = batch.examples
     out: dict[str, Any] = {
         "modality": batch.modality,
@@ -57,10 +66,14 @@ def collate(batch: Batch, *, sampling_rate: int, encode: Encode | None = None, p
         except Exception as e:
             origins = sorted({str(getattr(c, "shard_origin", "?")) for c in exs})
             raise RuntimeError(f"could not load audio of cuts {out['ids'][:5]}... from {origins}: {e}") from e
-    if encode is not None:
-        out["target_ids"], out["target_lens"] = pad_ids([encode(t) for t in out["target_texts"]], pad_id)
+    if text is not None:
+        pad = text.pad_id
+        out["target_ids"], out["target_lens"] = pad_ids([text.target_ids(t) for t in out["target_texts"]], pad)
+        prompts = [text.prompt_ids(task=t, source_lang=s, target_lang=g)
+                   for t, s, g in zip(out["tasks"], out["source_langs"], out["target_langs"])]
+        out["prompt_ids"], out["prompt_lens"] = pad_ids(prompts, pad)
         if batch.modality == "text":
-            out["source_ids"], out["source_lens"] = pad_ids([encode(t) for t in out["source_texts"]], pad_id)
+            out["source_ids"], out["source_lens"] = pad_ids([text.encode(t) for t in out["source_texts"]], pad)
     return out
 
 
@@ -85,7 +98,7 @@ class TrainBatches(IterableDataset):
     shuffle_buffer: int = 1000
     max_wait: int = 20000
     sampling_rate: int = 16000
-    encode: Encode | None = None
+    text: TextIds | None = None
     resume: dict[str, Any] | None = None
     """{"offset": int, "slots": {slot: sampler state}} from EmmettDataModule.state_dict()."""
 
@@ -116,7 +129,7 @@ class TrainBatches(IterableDataset):
         slot, num_slots = worker_slot(self.rank, self.world_size, offset)
         sampler = self.sampler_for_slot(slot, num_slots)
         for batch in sampler:
-            out = collate(batch, sampling_rate=self.sampling_rate, encode=self.encode)
+            out = collate(batch, sampling_rate=self.sampling_rate, text=self.text)
             out["data_state"] = {"slot": slot, "num_slots": num_slots, "state": sampler.state_dict()}
             yield out
 
@@ -131,7 +144,7 @@ class ValidationBatches(IterableDataset):
     rank: int = 0
     world_size: int = 1
     sampling_rate: int = 16000
-    encode: Encode | None = None
+    text: TextIds | None = None
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -148,4 +161,4 @@ class ValidationBatches(IterableDataset):
         sampler = Bucketing2DSampler(buckets=one_bucket, measure=self.measure,
                                      finite_source=itertools.chain.from_iterable(streams))
         for batch in sampler:
-            yield collate(batch, sampling_rate=self.sampling_rate, encode=self.encode)
+            yield collate(batch, sampling_rate=self.sampling_rate, text=self.text)

@@ -6,7 +6,7 @@ import torch
 
 from nemo_emmett.data.config import parse_data_config
 from nemo_emmett.data.datamodule import EmmettDataModule
-from tests.conftest import write_audio_source, write_text_source
+from tests.conftest import WordLengthIds, write_audio_source, write_text_source
 
 
 def data_cfg(tmp_path, text_sources, *, num_workers, audio=None, **kw):
@@ -47,12 +47,14 @@ def test_training_batches_are_collated_tensors(tmp_path, text_sources):
     cfg = data_cfg(tmp_path, text_sources, num_workers=0, audio=audio)
     for s in cfg["train_sources"]:
         s["weight"] = 1.0
-    dm = EmmettDataModule(cfg, encode=lambda t: [len(w) for w in t.split()])
+    dm = EmmettDataModule(cfg, text=WordLengthIds())
     seen = set()
     for b in itertools.islice(dm.train_dataloader(), 40):
         seen.add(b["modality"])
         n = len(b["ids"])
         assert b["target_ids"].shape[0] == n and b["target_lens"].max() == b["target_ids"].shape[1]
+        assert (b["target_ids"].gather(1, b["target_lens"][:, None] - 1) == 1).all()  # each ends in EOS
+        assert b["prompt_ids"].tolist() == [[2]] * n
         if b["modality"] == "audio":
             assert b["audio"].dtype == torch.float32 and b["audio"].shape[0] == n
             assert int(b["audio_lens"].max()) == b["audio"].shape[1]

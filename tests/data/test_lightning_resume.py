@@ -6,6 +6,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from nemo_emmett.data.datamodule import EmmettDataModule
+from tests.conftest import WordLengthIds
 from tests.data.test_datamodule import data_cfg
 
 
@@ -41,9 +42,8 @@ def fit(dm, tmp_path, max_steps, ckpt_path=None):
 def test_fit_resume_from_checkpoint_continues_the_stream(tmp_path, text_sources, monkeypatch, num_workers):
     monkeypatch.setenv("NEMO_EMMETT_CACHE", str(tmp_path / "cache"))
     cfg = data_cfg(tmp_path, text_sources, num_workers=num_workers)
-    enc = lambda t: [len(w) for w in t.split()]  # noqa: E731
-    full = fit(EmmettDataModule(cfg, encode=enc), tmp_path / "a", max_steps=9)
+    full = fit(EmmettDataModule(cfg, text=WordLengthIds()), tmp_path / "a", max_steps=9)
     ckpt = next((tmp_path / "a" / "ckpt").glob("*step=3.ckpt"))
-    resumed = fit(EmmettDataModule(cfg, encode=enc), tmp_path / "b", max_steps=9, ckpt_path=ckpt)
+    resumed = fit(EmmettDataModule(cfg, text=WordLengthIds()), tmp_path / "b", max_steps=9, ckpt_path=ckpt)
     assert len(full) == 9
     assert resumed == full[3:]
