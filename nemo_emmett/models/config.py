@@ -1,0 +1,79 @@
+"""Typed model configuration: the one place where model defaults live.
+
+``cfg.model`` from Hydra arrives as a plain dict and is validated against these dataclasses
+(unknown keys are errors)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from nemo_emmett.modules.perception import PerceptionConfig
+
+
+@dataclass
+class TokenizerConfig:
+    spm_path: str | None = None
+    """SentencePiece model for from-scratch backbones; null: the one the data pipeline trained."""
+    hf_path: str | None = None
+    """Local Hugging Face tokenizer folder (pretrained backbones); null: the backbone's folder."""
+    prompt_template: str = "<{target_lang}>"
+    """Prompt text; may use {task}, {source_lang}, {target_lang}."""
+
+
+@dataclass
+class LoraConfig:
+    targets: list[str] = field(default_factory=lambda: [r"backbone\..*\.(q|v)"])
+    """Regexes (full match) over module names of the Linear layers to adapt."""
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+
+
+@dataclass
+class DecodingConfig:
+    beam_size: int = 1
+    """1: greedy. Both use the backbone's KV cache."""
+    max_new_tokens: int = 48
+    length_penalty: float = 1.0
+
+
+@dataclass
+class BackboneConfig:
+    pretrained_path: str | None = None
+    """Local folder written by ``save_pretrained`` (T5, mT5, Marian, NLLB ...); never downloaded."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """Hugging Face config fields for a random-init backbone (``model_type`` selects the family)."""
+
+
+@dataclass
+class ModelConfig:
+    """Shared by every model family."""
+
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    perception: PerceptionConfig = field(default_factory=PerceptionConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    freeze: list[str] = field(default_factory=list)
+    """Regexes (full match) over parameter names to freeze, e.g. ['backbone\\..*']."""
+    lora: LoraConfig | None = None
+    optim: dict[str, Any] = field(default_factory=lambda: {
+        "optimizer": {"_target_": "torch.optim.AdamW", "lr": 1e-3, "betas": [0.9, 0.98], "weight_decay": 0.01},
+        "lr_scheduler": {"_target_": "nemo_emmett.parts.optim.warmup_inverse_sqrt", "warmup_steps": 100},
+    })
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class SalmT5Config(ModelConfig):
+    audio_position: str = "before_prompt"
+    """Speech embeddings 'before_prompt' or 'after_prompt' in the encoder input."""
+
+
+def parse_model_config(cfg: DictConfig | dict | ModelConfig, schema: type = SalmT5Config):
+    if isinstance(cfg, schema):
+        return cfg
+    merged = OmegaConf.merge(OmegaConf.structured(schema), cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg))
+    return OmegaConf.to_object(merged)

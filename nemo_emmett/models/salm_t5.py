@@ -1,0 +1,70 @@
+"""SALM-T5: speech embeddings and the prompt, side by side, as the input of a pretrained
+encoder-decoder NMT backbone (T5, mT5, Marian, NLLB); text batches take the plain text path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from nemo_emmett.models.base import TranslationModel
+from nemo_emmett.models.config import SalmT5Config
+from nemo_emmett.modules.hf_backbone import load_hf_model
+from nemo_emmett.parts.sequence import concat_padded, lengths_to_mask
+
+AUDIO_POSITIONS = ("before_prompt", "after_prompt")
+
+
+class SalmT5(TranslationModel):
+    config_class = SalmT5Config
+
+    def build_backbone(self) -> torch.nn.Module:
+        from transformers import AutoModelForSeq2SeqLM
+
+        if self.cfg.audio_position not in AUDIO_POSITIONS:
+            raise ValueError(f"model.audio_position must be one of {AUDIO_POSITIONS}, got {self.cfg.audio_position!r}")
+        b, t = self.cfg.backbone, self.text
+        overrides = {"vocab_size": t.vocab_size, "pad_token_id": t.pad_id, "eos_token_id": t.eos_id,
+                     "decoder_start_token_id": t.pad_id}
+        model = load_hf_model(AutoModelForSeq2SeqLM, pretrained_path=b.pretrained_path, config=b.config,
+                              overrides=overrides)
+        if model.config.is_encoder_decoder is not True:
+            raise ValueError(f"SALM-T5 needs an encoder-decoder backbone; {type(model).__name__} is not one")
+        return model
+
+    @property
+    def backbone_dim(self) -> int:
+        return self.backbone.get_input_embeddings().embedding_dim
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.backbone.get_input_embeddings()(ids)  # (B, L) -> (B, L, D)
+
+    def encoder_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S, D) encoder input embeddings and their (B, S) mask."""
+        prompt = (self.embed(batch["prompt_ids"]), batch["prompt_lens"])
+        if batch["modality"] == "audio":
+            speech = self.speech_embeddings(batch)
+            parts = [speech, prompt] if self.cfg.audio_position == "before_prompt" else [prompt, speech]
+        else:
+            parts = [prompt, (self.embed(batch["source_ids"]), batch["source_lens"])]
+        x, lens = concat_padded(parts)
+        return x, lengths_to_mask(lens, x.shape[1])
+
+    def logits(self, batch: dict[str, Any]) -> torch.Tensor:
+        x, mask = self.encoder_inputs(batch)
+        targets = batch["target_ids"]  # (B, U)
+        start = torch.full_like(targets[:, :1], self.backbone.config.decoder_start_token_id)
+        decoder_in = torch.cat([start, targets[:, :-1]], dim=1)  # (B, U): shifted right
+        return self.backbone(inputs_embeds=x, attention_mask=mask.long(), decoder_input_ids=decoder_in).logits
+
+    def generate_ids(self, batch: dict[str, Any]) -> list[list[int]]:
+        x, mask = self.encoder_inputs(batch)
+        d = self.cfg.decoding
+        out = self.backbone.generate(inputs_embeds=x, attention_mask=mask.long(), num_beams=d.beam_size,
+                                     max_new_tokens=d.max_new_tokens, length_penalty=d.length_penalty,
+                                     do_sample=False, use_cache=True)  # (B, 1 + generated)
+        eos = self.text.eos_id
+        result = []
+        for row in out[:, 1:].tolist():  # drop the decoder start token
+            result.append(row[: row.index(eos)] if eos in row else row)
+        return result

@@ -1,0 +1,33 @@
+"""Hugging Face backbones from a local folder or from a config with random weights; never downloaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+
+def load_hf_model(auto_cls: Any, *, pretrained_path: str | None, config: dict[str, Any],
+                  overrides: dict[str, Any]) -> nn.Module:
+    """``auto_cls``: ``AutoModelForSeq2SeqLM`` or ``AutoModelForCausalLM``.
+
+    With ``pretrained_path``: weights and config from that folder (``save_pretrained`` layout).
+    Otherwise ``config`` (with ``model_type``) plus ``overrides`` (vocab size, special ids)
+    builds a randomly initialised model, for demos and tests."""
+    from transformers import AutoConfig
+
+    if pretrained_path is not None:
+        path = Path(pretrained_path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"backbone.pretrained_path: {str(path)!r} is not a local Hugging Face model folder (no config.json); "
+                "nothing is downloaded: save one with save_pretrained() and point here"
+            )
+        return auto_cls.from_pretrained(str(path), local_files_only=True)
+    if "model_type" not in config:
+        raise ValueError("backbone.config needs 'model_type' (e.g. t5, marian, m2m_100, gpt2, llama) "
+                         "when backbone.pretrained_path is null")
+    fields = {k: v for k, v in config.items() if k != "model_type"}
+    hf_cfg = AutoConfig.for_model(config["model_type"], **fields, **overrides)
+    return auto_cls.from_config(hf_cfg)

@@ -1,0 +1,88 @@
+"""Speech perception shared by every model family: features -> encoder -> modality adapter -> projection.
+
+The encoder is a NeMo FastConformer built from config, or the encoder of a NeMo ASR model
+restored from a local ``.nemo`` file (its own preprocessor comes with it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+@dataclass
+class PerceptionConfig:
+    pretrained_asr: str | None = None
+    """Local .nemo of a NeMo ASR model; its preprocessor and encoder replace the ones built here."""
+    sample_rate: int = 16000
+    features: int = 80
+    n_layers: int = 2
+    d_model: int = 128
+    n_heads: int = 4
+    ff_expansion_factor: int = 2
+    conv_kernel_size: int = 9
+    subsampling_factor: int = 8
+    """8x subsampling of 10 ms frames: one encoder frame per 80 ms (data.token_equivalent_duration)."""
+    adapter_layers: int = 1
+    """Transformer layers of the modality adapter between the speech encoder and the backbone."""
+    dropout: float = 0.1
+
+
+class ModalityAdapter(nn.Module):
+    """A few transformer layers over encoder frames, then a projection to the backbone width."""
+
+    def __init__(self, *, d_in: int, d_out: int, num_layers: int, n_heads: int, dropout: float):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(d_in, n_heads, 2 * d_in, dropout, batch_first=True, norm_first=True)
+        self.layers = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False) if num_layers else None
+        self.proj = nn.Linear(d_in, d_out)
+
+    def forward(self, x: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        # x: (B, T, D_in) -> (B, T, D_out)
+        if self.layers is not None:
+            pad = torch.arange(x.shape[1], device=x.device)[None, :] >= lens[:, None]  # (B, T)
+            x = self.layers(x, src_key_padding_mask=pad)
+        return self.proj(x)
+
+
+class AudioPerception(nn.Module):
+    def __init__(self, *, preprocessor: nn.Module, encoder: nn.Module, adapter: ModalityAdapter):
+        super().__init__()
+        self.preprocessor = preprocessor
+        self.encoder = encoder
+        self.adapter = adapter
+
+    def forward(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """audio: (B, T_samples), audio_lens: (B,) -> embeddings (B, T_frames, D_backbone), lens (B,)."""
+        feats, feat_lens = self.preprocessor(input_signal=audio, length=audio_lens)  # (B, F, T_feat)
+        enc, enc_lens = self.encoder(audio_signal=feats, length=feat_lens)  # (B, D_enc, T_frames)
+        return self.adapter(enc.transpose(1, 2), enc_lens), enc_lens
+
+
+def build_perception(cfg: PerceptionConfig, output_dim: int) -> AudioPerception:
+    from nemo.collections.asr.modules import AudioToMelSpectrogramPreprocessor, ConformerEncoder
+
+    if cfg.pretrained_asr is not None:
+        path = Path(cfg.pretrained_asr)
+        if not path.is_file():
+            raise FileNotFoundError(f"perception.pretrained_asr: {str(path)!r} does not exist (give a local .nemo)")
+        from nemo.collections.asr.models import ASRModel
+
+        asr = ASRModel.restore_from(str(path), map_location="cpu")
+        preprocessor, encoder = asr.preprocessor, asr.encoder
+        d_enc = encoder._feat_out
+    else:
+        preprocessor = AudioToMelSpectrogramPreprocessor(sample_rate=cfg.sample_rate, features=cfg.features)
+        encoder = ConformerEncoder(
+            feat_in=cfg.features, n_layers=cfg.n_layers, d_model=cfg.d_model, n_heads=cfg.n_heads,
+            ff_expansion_factor=cfg.ff_expansion_factor, conv_kernel_size=cfg.conv_kernel_size,
+            subsampling="dw_striding", subsampling_factor=cfg.subsampling_factor,
+            subsampling_conv_channels=cfg.d_model, dropout=cfg.dropout, dropout_pre_encoder=cfg.dropout,
+            dropout_emb=0.0, dropout_att=cfg.dropout,
+        )
+        d_enc = cfg.d_model
+    adapter = ModalityAdapter(d_in=d_enc, d_out=output_dim, num_layers=cfg.adapter_layers, n_heads=cfg.n_heads,
+                              dropout=cfg.dropout)
+    return AudioPerception(preprocessor=preprocessor, encoder=encoder, adapter=adapter)

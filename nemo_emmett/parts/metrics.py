@@ -1,0 +1,104 @@
+"""Corpus BLEU / chrF / WER, and a validation accumulator keyed by task and direction.
+
+Keys are ``"<task>:<src>-<tgt>"`` (``"st:en-de"``, ``"asr:en-en"``). Scores are corpus-level
+(sacrebleu; never an average of sentence scores), so they must see the whole validation set:
+under ``torch.distributed`` :meth:`ScoreAccumulator.compute` gathers every rank's pairs with
+``all_gather_object`` first, and every rank returns the same numbers (log them without
+``sync_dist``). With NCCL, ``all_gather_object`` needs ``torch.cuda.set_device`` done, as
+Lightning does. Duplicates that a padding DistributedSampler adds are not removed.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+
+import sacrebleu
+import torch.distributed as dist
+
+# Scripts without spaces between words; everything else uses sacrebleu's default "13a".
+_BLEU_TOKENIZE = {"zh": "zh", "ja": "char", "th": "char"}
+
+
+def word_edit_distance(hyp: list[str], ref: list[str]) -> int:
+    """Levenshtein distance over words (substitutions, insertions, deletions all cost 1)."""
+    prev = list(range(len(ref) + 1))  # distance from hyp[:0] to ref[:j]
+    for i, h in enumerate(hyp, start=1):
+        cur = [i] + [0] * len(ref)
+        for j, r in enumerate(ref, start=1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (h != r))
+        prev = cur
+    return prev[-1]
+
+
+def corpus_wer(hyps: list[str], refs: list[str]) -> float:
+    """Total word edits / total reference words (a ratio, not %); all-empty refs divide by 1."""
+    edits = sum(word_edit_distance(h.split(), r.split()) for h, r in zip(hyps, refs))
+    return edits / max(1, sum(len(r.split()) for r in refs))
+
+
+def corpus_scores(hyps: list[str], refs: list[str], *, tokenize: str = "13a") -> dict[str, float]:
+    """``{"bleu", "chrf", "wer"}`` over the corpus; BLEU and chrF in 0-100, WER a ratio.
+
+    Empty input gives ``{}``: there is nothing to score, and 0 would look like a real result.
+    """
+    if len(hyps) != len(refs):
+        raise ValueError(f"{len(hyps)} hypotheses but {len(refs)} references")
+    if not hyps:
+        return {}
+    return {
+        "bleu": sacrebleu.corpus_bleu(hyps, [refs], tokenize=tokenize).score,
+        "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score,
+        "wer": corpus_wer(hyps, refs),
+    }
+
+
+class ScoreAccumulator:
+    """Collects (key, hyp, ref) during validation; scores each direction in :meth:`compute`."""
+
+    def __init__(self) -> None:
+        self._pairs: dict[str, list[tuple[str, str]]] = defaultdict(list)
+
+    def update(self, key: str, hyps: list[str], refs: list[str]) -> None:
+        if len(hyps) != len(refs):
+            raise ValueError(f"{key}: {len(hyps)} hypotheses but {len(refs)} references")
+        self._pairs[key].extend(zip(hyps, refs))
+
+    def reset(self) -> None:
+        self._pairs.clear()
+
+    def _gathered(self) -> dict[str, list[tuple[str, str]]]:
+        if not (dist.is_available() and dist.is_initialized()):
+            return self._pairs
+        per_rank: list = [None] * dist.get_world_size()
+        dist.all_gather_object(per_rank, dict(self._pairs))
+        merged: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for pairs in per_rank:
+            for key, items in pairs.items():
+                merged[key].extend(items)
+        return merged
+
+    def compute(self) -> dict[str, float]:
+        """``bleu/<key>``, ``chrf/<key>``, ``wer/<key>`` (asr keys only) and ``bleu/avg``.
+
+        ``bleu/avg`` is the mean over translation directions (non-asr keys), falling back to
+        all directions when there are only ASR ones, so a checkpoint monitor always finds it.
+        """
+        out: dict[str, float] = {}
+        bleu_mt, bleu_all = [], []
+        for key, pairs in sorted(self._gathered().items()):
+            hyps, refs = [h for h, _ in pairs], [r for _, r in pairs]
+            task, _, direction = key.partition(":")
+            tgt = direction.rpartition("-")[2]
+            scores = corpus_scores(hyps, refs, tokenize=_BLEU_TOKENIZE.get(tgt, "13a"))
+            if not scores:
+                continue
+            out[f"bleu/{key}"], out[f"chrf/{key}"] = scores["bleu"], scores["chrf"]
+            bleu_all.append(scores["bleu"])
+            if task == "asr":
+                out[f"wer/{key}"] = scores["wer"]
+            else:
+                bleu_mt.append(scores["bleu"])
+        if bleu_all:
+            out["bleu/avg"] = statistics.fmean(bleu_mt or bleu_all)
+        return out

@@ -1,0 +1,38 @@
+"""The training recipe behind ``examples/train.py``: config -> Trainer -> data -> model -> fit."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning.pytorch as pl
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from nemo_emmett.data.datamodule import EmmettDataModule
+
+log = logging.getLogger(__name__)
+
+
+def build_model(cfg: DictConfig, tokenizer_path: str) -> pl.LightningModule:
+    """The model class named by ``cfg.model_class``; a from-scratch model without its own
+    tokenizer takes the SentencePiece model the data pipeline trained (the one bucketing counted with)."""
+    model_cfg = cfg.model.copy()
+    with open_dict(model_cfg):
+        tok = model_cfg.setdefault("tokenizer", {})
+        if tok.get("spm_path") is None and tok.get("hf_path") is None and model_cfg.backbone.get("pretrained_path") is None:
+            tok["spm_path"] = tokenizer_path
+    return get_class(cfg.model_class)(model_cfg)
+
+
+def train(cfg: DictConfig) -> pl.LightningModule:
+    from nemo.utils.exp_manager import exp_manager
+
+    log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True))
+    exp_manager(trainer, cfg.exp_manager)
+    data = EmmettDataModule(cfg.data)
+    data.setup("fit")
+    model = build_model(cfg, data.plan.tokenizer_path)
+    data.text = model.text
+    trainer.fit(model, datamodule=data)
+    return model

@@ -1,0 +1,87 @@
+"""Corpus BLEU/chrF/WER and the per-direction validation accumulator."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from nemo_emmett.parts.metrics import ScoreAccumulator, corpus_scores, corpus_wer, word_edit_distance
+
+SENTS = ["the cat sat on the mat", "a dog runs in the park today", "we like green tea very much"]
+
+
+def test_bleu_chrf_identical_and_disjoint():
+    same = corpus_scores(SENTS, SENTS)
+    assert same["bleu"] == pytest.approx(100.0) and same["chrf"] == pytest.approx(100.0)
+    assert same["wer"] == 0.0
+    disjoint = corpus_scores(["xx yy zz ww vv"] * 3, SENTS)
+    assert disjoint["bleu"] < 1.0 and disjoint["chrf"] < 5.0 and disjoint["wer"] == 1.0
+
+
+def test_wer_hand_examples():
+    assert word_edit_distance(["a", "b", "x", "d"], ["a", "b", "c", "d"]) == 1
+    assert corpus_wer(["a b x d"], ["a b c d"]) == 0.25  # 1 substitution in 4 words
+    assert word_edit_distance(["a", "c"], ["a", "b", "c"]) == 1  # deletion
+    assert word_edit_distance(["x", "a", "b"], ["a", "b"]) == 1  # insertion
+    # corpus level: edits over all reference words, not a mean of sentence WERs
+    assert corpus_wer(["a b x d", "e f"], ["a b c d", "e f"]) == pytest.approx(1 / 6)
+
+
+def test_empty_inputs():
+    assert corpus_scores([], []) == {}
+    assert corpus_wer([""], [""]) == 0.0
+    assert corpus_scores(["a b c d"], [""])["wer"] == 4.0  # insertions over no reference words
+    with pytest.raises(ValueError, match="2 hypotheses but 1 references"):
+        corpus_scores(["a", "b"], ["a"])
+
+
+def test_accumulator_keys_per_direction_and_reset():
+    acc = ScoreAccumulator()
+    acc.update("st:en-de", SENTS[:2], SENTS[:2])
+    acc.update("st:en-de", ["zz"], [SENTS[2]])
+    acc.update("mt:en-fr", SENTS, SENTS)
+    acc.update("asr:en-en", ["a b x d"], ["a b c d"])
+    out = acc.compute()
+    assert set(out) == {"bleu/st:en-de", "chrf/st:en-de", "bleu/mt:en-fr", "chrf/mt:en-fr",
+                        "bleu/asr:en-en", "chrf/asr:en-en", "wer/asr:en-en", "bleu/avg"}
+    assert out["wer/asr:en-en"] == 0.25
+    assert out["bleu/st:en-de"] == pytest.approx(corpus_scores(SENTS[:2] + ["zz"], SENTS)["bleu"])
+    assert out["bleu/avg"] == pytest.approx((out["bleu/st:en-de"] + 100.0) / 2)  # ASR left out
+    acc.reset()
+    assert acc.compute() == {}
+    acc.update("asr:en-en", SENTS, SENTS)
+    assert acc.compute()["bleu/avg"] == pytest.approx(100.0)  # only ASR: average over it
+
+
+def test_chinese_target_uses_zh_tokenizer():
+    acc = ScoreAccumulator()
+    acc.update("st:en-zh", ["我喜欢喝绿茶"], ["我喜欢喝红茶"])
+    assert 0.0 < acc.compute()["bleu/st:en-zh"] < 100.0  # 13a would see one wrong "word": BLEU 0
+
+
+def _gather_worker(rank: int, port: int, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        acc = ScoreAccumulator()
+        acc.update("st:en-de", [SENTS[rank]], [SENTS[rank]])
+        if rank == 1:
+            acc.update("asr:en-en", ["a b x d"], ["a b c d"])
+        Path(out_dir, f"{rank}.json").write_text(json.dumps(acc.compute()))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_compute_gathers_all_ranks(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_gather_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (json.loads((tmp_path / f"{r}.json").read_text()) for r in range(2))
+    assert r0 == r1  # every rank sees every pair and returns the same numbers
+    assert r0["wer/asr:en-en"] == 0.25  # rank 1's pair reached rank 0
+    assert r0["bleu/st:en-de"] == pytest.approx(100.0)
