@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 OUTLIER_POLICIES = ("drop", "nearest")
 
 
+ESTIMATION_METHODS = ("min_padding", "equal_count")
+
+
 @dataclass(frozen=True)
 class BinEstimate:
     bins: list[tuple[float, float]]
@@ -31,24 +34,71 @@ class BinEstimate:
     """Examples left out of estimation because they exceed ``max_input`` or ``max_output``."""
 
 
+def equal_count_edges(values: np.ndarray, num_bins: int) -> list[float]:
+    """Upper edges of ``num_bins`` runs of equal count over the sorted values (repeats merged)."""
+    v = np.sort(values)
+    return sorted({float(part.max()) for part in np.array_split(v, min(num_bins, len(v))) if len(part)})
+
+
+def min_padding_edges(values: np.ndarray, num_bins: int, max_points: int = 1024) -> list[float]:
+    """Upper edges that minimise the total padding ``sum(edge(x) - x)`` of the values, where each
+    value pads to the smallest edge >= it; exact dynamic programming over the distinct values.
+
+    More than ``max_points`` distinct values (continuous durations) are first grouped into
+    ``max_points`` runs of equal count; a group's candidate edge is its largest value, and its cost
+    uses the real values, so the result is exact for edges restricted to those group maxima.
+    Example: [1, 1, 1, 2, 10] in 2 bins -> [2, 10] (padding 3), where equal counts give [1, 10] (8).
+    """
+    u, c = np.unique(np.asarray(values, dtype=np.float64), return_counts=True)
+    sums = u * c
+    if len(u) > max_points:
+        groups = np.array_split(np.arange(len(u)), max_points)
+        u = np.array([u[g[-1]] for g in groups])
+        c, sums = np.array([c[g].sum() for g in groups]), np.array([sums[g].sum() for g in groups])
+    M, K = len(u), min(num_bins, len(u))
+    C = np.concatenate([[0.0], np.cumsum(c)])  # (M+1,) prefix counts
+    S = np.concatenate([[0.0], np.cumsum(sums)])  # (M+1,) prefix sums
+    a, b = np.arange(M)[:, None], np.arange(M)[None, :]
+    # cost[a, b]: padding of the points a..b all padded to u[b]; inf where a > b. (M, M)
+    cost = np.where(a <= b, u[None, :] * (C[None, 1:] - C[:-1, None]) - (S[None, 1:] - S[:-1, None]), np.inf)
+    best = cost[0].copy()  # best[b]: least padding of points 0..b in the bins used so far
+    choice = []
+    for _ in range(K - 1):
+        # A new last bin a..b after the best split of 0..a-1: (M, M) -> (M,) over a
+        total = np.concatenate([[np.inf], best[:-1]])[:, None] + cost
+        choice.append(total.argmin(axis=0))
+        best = total.min(axis=0)
+    edges, end = [], M - 1
+    for arg in reversed(choice):
+        edges.append(float(u[end]))
+        end = int(arg[end]) - 1
+        if end < 0:
+            break
+    if end >= 0:
+        edges.append(float(u[end]))
+    return sorted(set(edges))
+
+
 def estimate_bins_2d(
     lengths: np.ndarray,
     num_input_bins: int,
     num_output_bins: int,
     *,
+    method: str = "min_padding",
     max_input: float | None = None,
     max_output: float | None = None,
 ) -> BinEstimate:
-    """Equal-mass 2D bins.
+    """2D bins: input edges first, then output edges within each input bin.
 
     lengths: (N, 2) rows of (input length, output length). Examples longer than ``max_input`` or
-    ``max_output`` are outliers: left out and counted. The rest, sorted by input length, are cut
-    into ``num_input_bins`` runs of equal count (``np.array_split``); each run's input edge is
-    its largest input length. Within a run, sorted by output length, the run is cut again into
-    ``num_output_bins`` equal-count parts whose edges are their largest output lengths. Edges
-    that repeat (many equal lengths) are merged, so fewer bins than asked may come back.
+    ``max_output`` are outliers: left out and counted. Input edges split the input lengths into
+    ``num_input_bins`` (``method``: ``min_padding``, the least total padding, see
+    :func:`min_padding_edges`; or ``equal_count``, runs of equal count). Each input bin then
+    holds exactly the examples it will receive (input in (previous edge, edge]), and their output
+    lengths are split the same way into ``num_output_bins``. Every kept example fits its bucket.
+    Repeated edges are merged, so fewer bins than asked may come back.
 
-    Example: inputs 1..8 with outputs equal to inputs, 2x2 bins ->
+    Example: inputs 1..8 with outputs equal to inputs, 2x2 bins (either method) ->
     [(4, 2), (4, 4), (8, 6), (8, 8)].
     """
     lengths = np.asarray(lengths, dtype=np.float64)
@@ -56,6 +106,9 @@ def estimate_bins_2d(
         raise ValueError(f"lengths must have shape (N, 2), got {lengths.shape}")
     if num_input_bins < 1 or num_output_bins < 1:
         raise ValueError(f"bin counts must be >= 1, got {num_input_bins} x {num_output_bins}")
+    if method not in ESTIMATION_METHODS:
+        raise ValueError(f"method must be one of {ESTIMATION_METHODS}, got {method!r}")
+    split = min_padding_edges if method == "min_padding" else equal_count_edges
     keep = np.ones(len(lengths), dtype=bool)
     if max_input is not None:
         keep &= lengths[:, 0] <= max_input
@@ -64,22 +117,12 @@ def estimate_bins_2d(
     kept = lengths[keep]
     if len(kept) == 0:
         raise ValueError("no example is within max_input / max_output: cannot estimate bins")
-    # Equal inputs: longest output first, so that examples of a run's edge input that spill into the next
-    # run (and are bucketed by that edge) are never longer on output than the run's largest output edge.
-    kept = kept[np.lexsort((-kept[:, 1], kept[:, 0]))]
     bins: list[tuple[float, float]] = []
-    prev_in = -np.inf
-    for run in np.array_split(kept, min(num_input_bins, len(kept))):
-        if len(run) == 0:
-            continue
-        in_edge = float(run[:, 0].max())
-        outs = np.sort(run[:, 1])
-        if in_edge == prev_in:  # merge with the previous run: same input edge
-            outs = np.sort(np.concatenate([outs, [b[1] for b in bins if b[0] == in_edge]]))
-            bins = [b for b in bins if b[0] != in_edge]
-        out_edges = sorted({float(p.max()) for p in np.array_split(outs, min(num_output_bins, len(outs))) if len(p)})
-        bins.extend((in_edge, o) for o in out_edges)
-        prev_in = in_edge
+    lower = -np.inf
+    for in_edge in split(kept[:, 0], num_input_bins):
+        outs = kept[(kept[:, 0] > lower) & (kept[:, 0] <= in_edge), 1]
+        bins.extend((in_edge, o) for o in split(outs, num_output_bins))
+        lower = in_edge
     return BinEstimate(bins=bins, num_examples=len(lengths), num_outliers=int((~keep).sum()))
 
 

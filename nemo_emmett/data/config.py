@@ -19,6 +19,8 @@ class BucketConfig:
     """Explicit [[max_input, max_output], ...]; estimated from the training data when null."""
     num_input_bins: int = 6
     num_output_bins: int = 3
+    method: str = "min_padding"
+    """Bin edges: 'min_padding' (least total padding, exact) or 'equal_count'."""
     max_input: float | None = None
     """Examples longer than this (input units) are outliers for bin estimation."""
     max_output: float | None = None

@@ -117,7 +117,7 @@ def resolve_buckets(modality: str, bc: BucketConfig, lengths: np.ndarray) -> tup
     if bins is None:
         if len(lengths) == 0:
             raise ValueError(f"no {modality} training examples to estimate {modality} bins from")
-        est = estimate_bins_2d(lengths, bc.num_input_bins, bc.num_output_bins,
+        est = estimate_bins_2d(lengths, bc.num_input_bins, bc.num_output_bins, method=bc.method,
                                max_input=bc.max_input, max_output=bc.max_output)
         bins = est.bins
         if est.num_outliers:
