@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -15,7 +16,13 @@ from torch import nn
 @dataclass
 class PerceptionConfig:
     pretrained_asr: str | None = None
-    """Local .nemo of a NeMo ASR model; its preprocessor and encoder replace the ones built here."""
+    """Local .nemo of a NeMo ASR model; its preprocessor and encoder (weights included) replace the
+    ones built here."""
+    preprocessor: dict[str, Any] | None = None
+    """A NeMo module config with ``_target_`` (e.g. from an ASR model's ``cfg.preprocessor``);
+    null: ``AudioToMelSpectrogramPreprocessor`` with the fields below. Exports record it."""
+    encoder: dict[str, Any] | None = None
+    """Likewise for the encoder (random init); null: a FastConformer with the fields below."""
     sample_rate: int = 16000
     features: int = 80
     n_layers: int = 2
@@ -25,6 +32,7 @@ class PerceptionConfig:
     conv_kernel_size: int = 9
     subsampling_factor: int = 8
     """8x subsampling of 10 ms frames: one encoder frame per 80 ms (data.token_equivalent_duration)."""
+    subsampling_conv_channels: int = 64
     adapter_layers: int = 1
     """Transformer layers of the modality adapter between the speech encoder and the backbone."""
     dropout: float = 0.1
@@ -61,8 +69,24 @@ class AudioPerception(nn.Module):
         return self.adapter(enc.transpose(1, 2), enc_lens), enc_lens
 
 
+def default_module_configs(cfg: PerceptionConfig) -> dict[str, dict[str, Any]]:
+    """``_target_`` configs of the built-in preprocessor and FastConformer from the config fields."""
+    return {
+        "preprocessor": {"_target_": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
+                         "sample_rate": cfg.sample_rate, "features": cfg.features},
+        "encoder": {
+            "_target_": "nemo.collections.asr.modules.ConformerEncoder",
+            "feat_in": cfg.features, "n_layers": cfg.n_layers, "d_model": cfg.d_model, "n_heads": cfg.n_heads,
+            "ff_expansion_factor": cfg.ff_expansion_factor, "conv_kernel_size": cfg.conv_kernel_size,
+            "subsampling": "dw_striding", "subsampling_factor": cfg.subsampling_factor,
+            "subsampling_conv_channels": cfg.subsampling_conv_channels, "dropout": cfg.dropout,
+            "dropout_pre_encoder": cfg.dropout, "dropout_emb": 0.0, "dropout_att": cfg.dropout,
+        },
+    }
+
+
 def build_perception(cfg: PerceptionConfig, output_dim: int) -> AudioPerception:
-    from nemo.collections.asr.modules import AudioToMelSpectrogramPreprocessor, ConformerEncoder
+    from nemo.core.classes.common import Serialization
 
     if cfg.pretrained_asr is not None:
         path = Path(cfg.pretrained_asr)
@@ -72,17 +96,24 @@ def build_perception(cfg: PerceptionConfig, output_dim: int) -> AudioPerception:
 
         asr = ASRModel.restore_from(str(path), map_location="cpu")
         preprocessor, encoder = asr.preprocessor, asr.encoder
-        d_enc = encoder._feat_out
     else:
-        preprocessor = AudioToMelSpectrogramPreprocessor(sample_rate=cfg.sample_rate, features=cfg.features)
-        encoder = ConformerEncoder(
-            feat_in=cfg.features, n_layers=cfg.n_layers, d_model=cfg.d_model, n_heads=cfg.n_heads,
-            ff_expansion_factor=cfg.ff_expansion_factor, conv_kernel_size=cfg.conv_kernel_size,
-            subsampling="dw_striding", subsampling_factor=cfg.subsampling_factor,
-            subsampling_conv_channels=cfg.d_model, dropout=cfg.dropout, dropout_pre_encoder=cfg.dropout,
-            dropout_emb=0.0, dropout_att=cfg.dropout,
-        )
-        d_enc = cfg.d_model
-    adapter = ModalityAdapter(d_in=d_enc, d_out=output_dim, num_layers=cfg.adapter_layers, n_heads=cfg.n_heads,
-                              dropout=cfg.dropout)
+        defaults = default_module_configs(cfg)
+        preprocessor = Serialization.from_config_dict(cfg.preprocessor or defaults["preprocessor"])
+        encoder = Serialization.from_config_dict(cfg.encoder or defaults["encoder"])
+    adapter = ModalityAdapter(d_in=encoder._feat_out, d_out=output_dim, num_layers=cfg.adapter_layers,
+                              n_heads=cfg.n_heads, dropout=cfg.dropout)
     return AudioPerception(preprocessor=preprocessor, encoder=encoder, adapter=adapter)
+
+
+def module_configs(perception: AudioPerception) -> dict[str, dict[str, Any]]:
+    """``_target_`` configs of the preprocessor and encoder, so that an export can rebuild them
+    (with random weights, then loaded from the checkpoint) without the original ``.nemo``."""
+    from omegaconf import OmegaConf
+
+    out = {}
+    for name in ("preprocessor", "encoder"):
+        cfg = getattr(getattr(perception, name), "_cfg", None)
+        if cfg is None:
+            raise ValueError(f"perception.{name} ({type(getattr(perception, name)).__name__}) has no NeMo config to export")
+        out[name] = OmegaConf.to_container(cfg, resolve=True)
+    return out
