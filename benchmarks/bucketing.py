@@ -61,11 +61,9 @@ The last line printed is one JSON object with every figure.
 from __future__ import annotations
 
 import argparse
-import io
 import itertools
 import json
 import logging
-import multiprocessing
 import os
 import random
 import shutil
@@ -85,6 +83,7 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 
 from nemo_emmett.data.bucketing import BucketGrid, batch_sizes_for_budget, estimate_bins_2d  # noqa: E402
+from nemo_emmett.data.espeak import SpeechJob, synthesize_many  # noqa: E402
 from nemo_emmett.data.examples import (  # noqa: E402
     direction,
     example_id,
@@ -170,34 +169,17 @@ def text_shar_dirs(data_dir: Path, lines: dict[str, list[str]], root: Path) -> d
     return {f"mt:{s}-{t}": out / f"mt_{s}-{t}" for s, t in MT_DIRECTIONS}
 
 
-def _speak(job: tuple[int, str, int]) -> tuple[int, bytes]:
-    import soundfile as sf
-
-    from nemo_emmett.data.espeak import synthesize
-
-    i, text, speed = job
-    audio = synthesize(text, voice="en-us", speed_wpm=speed, sampling_rate=16000)
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(audio, -1.0, 1.0), 16000, format="FLAC", subtype="PCM_16")
-    return i, buf.getvalue()
-
-
 def speech_shar_dir(lines: dict[str, list[str]], num: int, root: Path, workers: int = 2) -> Path:
     """English speech for the first ``num`` sentences (espeak-ng, en-us, 140-180 wpm seeded per
     line), German targets. Synthesized once with a pool of ``workers`` processes, then cached."""
     from lhotse import Recording
-    from tqdm import tqdm
 
     marker = {"corpus": "multi30k/train", "num": num, "voice": "en-us", "version": SPEECH_VERSION}
 
     def build(tmp: Path) -> None:
-        jobs = [(i, lines["en"][i], random.Random(f"speed:{i}").randint(140, 180)) for i in range(num)]
-        clips: dict[int, bytes] = {}
-        ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-        with ctx.Pool(workers) as pool, tqdm(total=num, desc="espeak-ng", unit="clip", file=sys.stderr) as bar:
-            for i, data in pool.imap_unordered(_speak, jobs, chunksize=16):
-                clips[i] = data
-                bar.update()
+        jobs = [SpeechJob(i, lines["en"][i], "en-us", random.Random(f"speed:{i}").randint(140, 180))
+                for i in range(num)]
+        clips = synthesize_many(jobs, sampling_rate=16000, num_workers=workers)
         with ExampleSharWriter(tmp / "st_en-de", kind="audio", shard_size=500) as w:
             for i in range(num):
                 rec = Recording.from_bytes(clips[i], recording_id=f"multi30k-en-{i:06d}")

@@ -21,15 +21,12 @@ digit count (1, 2, 3, 4 digits), so short numbers are not drowned by the 9,000 f
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
-import multiprocessing
 import os
 import random
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -37,14 +34,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import soundfile as sf
 import yaml
 from lhotse import Recording
 from num2words import num2words
-from tqdm import tqdm
 
-from nemo_emmett.data.espeak import require_espeak, synthesize
+from nemo_emmett.data.espeak import SpeechJob, require_espeak, synthesize_many
 from nemo_emmett.data.examples import make_audio_example, make_text_example
 from nemo_emmett.data.shar import ExampleSharWriter
 from nemo_emmett.data.sources import SourceSpec
@@ -264,29 +258,10 @@ def _voice(cfg: DemoCorpusConfig, n: int) -> tuple[str, int, int]:
     return rng.choice(cfg.voices), rng.randint(*cfg.speed_wpm), rng.randint(*cfg.pitch)
 
 
-def _speak(job: tuple[int, str, str, int, int, int]) -> tuple[int, bytes]:
-    """Worker: one number -> 16-bit FLAC bytes (small to send back, lossless in the Shar)."""
-    n, text, voice, speed, pitch, sr = job
-    audio = synthesize(text, voice=voice, speed_wpm=speed, pitch=pitch, sampling_rate=sr)
-    buf = io.BytesIO()
-    # Resampling can overshoot 1.0; libsndfile would wrap it around rather than clip.
-    sf.write(buf, np.clip(audio, -1.0, 1.0), sr, format="FLAC", subtype="PCM_16")
-    return n, buf.getvalue()
-
-
 def _synthesize_all(cfg: DemoCorpusConfig, numbers: list[int]) -> dict[int, bytes]:
-    jobs = [(n, num2words(n, lang=cfg.speech_lang), *_voice(cfg, n), cfg.sampling_rate) for n in numbers]
-    # fork (where safe) starts instantly and needs no re-import; the order of results does not matter.
-    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    out: dict[int, bytes] = {}
-    with (
-        ctx.Pool(max(1, cfg.num_workers)) as pool,
-        tqdm(total=len(jobs), desc="Synthesising demo speech", unit="utt") as bar,
-    ):
-        for n, data in pool.imap_unordered(_speak, jobs, chunksize=8):
-            out[n] = data
-            bar.update()
-    return out
+    jobs = [SpeechJob(n, num2words(n, lang=cfg.speech_lang), *_voice(cfg, n)) for n in numbers]
+    return synthesize_many(jobs, sampling_rate=cfg.sampling_rate, num_workers=cfg.num_workers,
+                           desc="Synthesising demo speech")
 
 
 def _build(cfg: DemoCorpusConfig, key: str, out: Path, *, final_root: Path) -> None:

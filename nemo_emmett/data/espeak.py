@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import io
+import multiprocessing
 import shutil
 import subprocess
+import sys
+from collections.abc import Hashable
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import soundfile as sf
+from tqdm import tqdm
 
 INSTALL_HINT = (
     "espeak-ng is not installed; it synthesises the demo speech. Install it with "
@@ -39,3 +45,42 @@ def synthesize(text: str, *, voice: str = "en-us", speed_wpm: int = 160, pitch: 
 
         audio = soxr.resample(audio, sr, sampling_rate).astype(np.float32)
     return audio
+
+
+@dataclass(frozen=True)
+class SpeechJob:
+    """One utterance to synthesise; ``key`` identifies it in the result."""
+
+    key: Hashable
+    text: str
+    voice: str = "en-us"
+    speed_wpm: int = 160
+    pitch: int = 50
+
+
+def synthesize_flac(job: SpeechJob, sampling_rate: int = 16000) -> tuple[Hashable, bytes]:
+    """One job -> 16-bit FLAC bytes (small to pass between processes, lossless in Shar)."""
+    audio = synthesize(job.text, voice=job.voice, speed_wpm=job.speed_wpm, pitch=job.pitch,
+                       sampling_rate=sampling_rate)
+    buf = io.BytesIO()
+    # Resampling can overshoot 1.0; libsndfile would wrap it around rather than clip.
+    sf.write(buf, np.clip(audio, -1.0, 1.0), sampling_rate, format="FLAC", subtype="PCM_16")
+    return job.key, buf.getvalue()
+
+
+def synthesize_many(jobs: list[SpeechJob], *, sampling_rate: int = 16000, num_workers: int = 2,
+                    desc: str = "espeak-ng") -> dict[Hashable, bytes]:
+    """Synthesise every job with a process pool and a progress bar; FLAC bytes by key."""
+    require_espeak()
+    # fork (where safe) starts at once and needs no re-import; results come back in any order.
+    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    out: dict[Hashable, bytes] = {}
+    with (
+        ctx.Pool(max(1, num_workers)) as pool,
+        tqdm(total=len(jobs), desc=desc, unit="utt", file=sys.stderr) as bar,
+    ):
+        for key, data in pool.imap_unordered(partial(synthesize_flac, sampling_rate=sampling_rate), jobs,
+                                             chunksize=8):
+            out[key] = data
+            bar.update()
+    return out
