@@ -197,7 +197,7 @@ def prepare_bitext(bitext: BitextOptions, opts: PrepareOptions) -> list[FolderSu
         if totals[sp] != totals[tp]:
             raise ValueError(f"Bitext sides differ in length for {src}-{tgt}: {sp!r} has {totals[sp]} lines, "
                              f"{tp!r} has {totals[tp]}")
-    with _DatasetOutput(opts) as out:
+    with DatasetOutput(opts) as out:
         for (src, tgt), (sp, tp) in paths.items():
             out.open_folder("mt", src, tgt)
             total = min(totals[sp], opts.max_lines or totals[sp])
@@ -216,7 +216,7 @@ def prepare_bitext(bitext: BitextOptions, opts: PrepareOptions) -> list[FolderSu
 def prepare_audio(listing: ManifestOptions, opts: PrepareOptions) -> list[FolderSummary]:
     """ST folders (records with a translation) and ASR folders (without) from a manifest or tsv."""
     rows = read_audio_rows(listing, opts.max_lines)
-    with _DatasetOutput(opts) as out:
+    with DatasetOutput(opts) as out:
         for row in tqdm(rows, desc=opts.dataset, unit="ex", disable=not opts.progress):
             task = "st" if row.translation is not None else "asr"
             tgt_lang = row.source_lang if task == "asr" else _lang(row.target_lang, "target_lang", row.where)
@@ -237,7 +237,7 @@ def prepare_audio(listing: ManifestOptions, opts: PrepareOptions) -> list[Folder
     return out.summaries
 
 
-class _DatasetOutput:
+class DatasetOutput:
     """The Shar writers of one dataset's folders, their counts, and the reports written on close."""
 
     def __init__(self, opts: PrepareOptions):
@@ -289,7 +289,7 @@ class _DatasetOutput:
         if E.is_audio(ex):
             summary.hours += ex.duration / 3600
 
-    def __enter__(self) -> _DatasetOutput:
+    def __enter__(self) -> DatasetOutput:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:

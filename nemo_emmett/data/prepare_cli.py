@@ -6,6 +6,8 @@
         --langs en,de,fr,cs --all-pairs --dataset multi30k --out shar/
     emmett-prepare manifest --manifest train.json --source-lang en --target-lang de --dataset covost --out shar/
     emmett-prepare tsv --tsv train.tsv --dataset mydata --out shar/
+    emmett-prepare speech --src-template 'train.{src_lang}.gz' --tgt-template 'train.{tgt_lang}.gz' \
+        --pairs en-de,en-fr --max-lines 5000 --dataset multi30k_speech --out shar/
 
 Input errors print one line (no traceback) and exit with status 2.
 """
@@ -25,6 +27,7 @@ from nemo_emmett.data.prepare import (
     prepare_audio,
     prepare_bitext,
 )
+from nemo_emmett.data.prepare_speech import SpeechOptions, prepare_speech
 from nemo_emmett.data.templates import MODES, discover_pairs, parse_pairs
 
 PROG = "emmett-prepare"
@@ -32,7 +35,7 @@ PROG = "emmett-prepare"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Convert corpora into Shar folders for nemo_emmett.")
-    sub = parser.add_subparsers(dest="layout", required=True, metavar="{bitext,manifest,tsv}")
+    sub = parser.add_subparsers(dest="layout", required=True, metavar="{bitext,manifest,tsv,speech}")
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--dataset", required=True, help="dataset name: output subfolder and tag of every example")
@@ -56,6 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--pairs", help="directions to prepare, e.g. en-de,en-fr")
     which.add_argument("--all-pairs", action="store_true", help="every direction among --langs whose files exist")
     bitext.add_argument("--langs", help="languages for --all-pairs, e.g. en,de,fr")
+
+    speech = sub.add_parser("speech", parents=[common],
+                            help="synthesise the source side of a bitext with espeak-ng: ST (and ASR) folders")
+    speech.add_argument("--src-template", required=True, help="file of the spoken language, e.g. 'train.{src_lang}.gz'")
+    speech.add_argument("--tgt-template", required=True, help="translation files, e.g. 'train.{tgt_lang}.gz'")
+    speech.add_argument("--pairs", required=True, help="directions from the spoken language, e.g. en-de,en-fr")
+    speech.add_argument("--no-asr", action="store_true", help="no ASR folder (target = the spoken line)")
+    speech.add_argument("--voices", help="comma-separated espeak-ng voices (default en-us,en-gb,en-gb-x-rp)")
+    speech.add_argument("--seed", type=int, help="seed of the per-line voice, speed and pitch")
 
     for name, cls in (("manifest", ManifestOptions), ("tsv", TsvOptions)):
         what = "field" if name == "manifest" else "column"
@@ -82,12 +94,17 @@ def main(argv: list[str] | None = None) -> int:
                                        "overwrite"), out_dir=args.out, progress=not args.no_progress)
         if args.layout == "bitext":
             summaries = prepare_bitext(_bitext_options(args), opts)
+        elif args.layout == "speech":
+            voices = {"voices": args.voices.split(",")} if args.voices else {}
+            summaries = prepare_speech(SpeechOptions(src_template=args.src_template, tgt_template=args.tgt_template,
+                                                     pairs=parse_pairs(args.pairs), asr=not args.no_asr,
+                                                     **voices, **_given(args, "seed")), opts)
         else:
             cls = ManifestOptions if args.layout == "manifest" else TsvOptions
             keys = ("path", "audio_key", "transcript_key", "source_lang_key", "target_lang_key",
                     "translation_keys", "source_lang", "target_lang")
             summaries = prepare_audio(cls(**_given(args, *keys)), opts)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, RuntimeError) as e:
         parser.exit(2, f"{PROG}: error: {' '.join(str(e).split())}\n")
     root = f"{args.out.rstrip('/')}/{args.dataset}"
     print(format_summary(summaries))
