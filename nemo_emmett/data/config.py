@@ -85,6 +85,8 @@ def parse_data_config(cfg: DictConfig | dict[str, Any] | DataConfig) -> DataConf
     """Validate a Hydra/dict data config against :class:`DataConfig`; errors name the bad key."""
     if isinstance(cfg, DataConfig):
         return cfg
+    if isinstance(cfg, DictConfig):  # resolve ${...} against the full config the node belongs to
+        cfg = OmegaConf.to_container(cfg, resolve=True)
     schema = OmegaConf.structured(DataConfig)
-    merged = OmegaConf.merge(schema, cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg))
+    merged = OmegaConf.merge(schema, OmegaConf.create(cfg))
     return OmegaConf.to_object(merged)

@@ -75,5 +75,7 @@ class SalmT5Config(ModelConfig):
 def parse_model_config(cfg: DictConfig | dict | ModelConfig, schema: type = SalmT5Config):
     if isinstance(cfg, schema):
         return cfg
-    merged = OmegaConf.merge(OmegaConf.structured(schema), cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg))
+    if isinstance(cfg, DictConfig):  # resolve ${...} against the full config the node belongs to
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    merged = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(cfg))
     return OmegaConf.to_object(merged)
