@@ -24,14 +24,32 @@ def run(args, tmp_path):
     proc = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
+    return proc.stdout + proc.stderr
 
 
-def test_train_runs_the_data_pipeline_on_the_demo(tmp_path):
-    out = run([str(REPO / "examples/train.py"), "--config-name", "salm_t5", *TINY_DEMO,
-               "data.num_workers=2", "data_check.num_batches=30"], tmp_path)
+TINY_MODEL = ["model.backbone.config.d_model=32", "model.backbone.config.d_ff=64", "model.backbone.config.d_kv=8",
+              "model.backbone.config.num_layers=1", "model.backbone.config.num_decoder_layers=1",
+              "model.perception.d_model=32", "model.perception.n_layers=1", "model.perception.subsampling_conv_channels=16",
+              "model.decoding.max_new_tokens=8", "data.val_batch_size=64"]
+
+
+def test_inspect_data_reports_the_pipeline(tmp_path):
+    out = run([str(REPO / "examples/inspect_data.py"), "--num-batches", "30", *TINY_DEMO, "data.num_workers=2"],
+              tmp_path)
     assert "Realised mix" in out and "audio buckets" in out and "text buckets" in out
     assert "Validation pass: 80 examples (80 distinct) of 80 with num_workers=2" in out
+
+
+def test_train_validates_checkpoints_and_resumes(tmp_path):
+    args = [str(REPO / "examples/train.py"), *TINY_DEMO, *TINY_MODEL, "trainer.val_check_interval=2",
+            f"exp_manager.exp_dir={tmp_path / 'exp'}"]
+    first = run([*args, "trainer.max_steps=4"], tmp_path)
+    ckpts = sorted(p.name for p in (tmp_path / "exp" / "salm_t5" / "checkpoints").glob("*.ckpt"))
+    assert any(name.endswith("-last.ckpt") for name in ckpts), ckpts
+    assert "bleu/avg" in first and "`Trainer.fit` stopped: `max_steps=4` reached" in first
+    second = run([*args, "trainer.max_steps=6"], tmp_path)  # same experiment: resumes from its last checkpoint
+    assert "Restored all states from the checkpoint" in second
+    assert "`Trainer.fit` stopped: `max_steps=6` reached" in second
 
 
 def test_estimate_bins_writes_bins_and_plots(tmp_path):
