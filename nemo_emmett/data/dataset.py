@@ -47,7 +47,8 @@ def pad_ids(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, t
 def collate(batch: Batch, *, sampling_rate: int, text: TextIds | None = None) -> dict[str, Any]:
     """Tensors and metadata of one homogeneous batch. Audio: ``audio`` (B, T) and ``audio_lens`` (B,).
     With ``text``: ``target_ids`` (B, U) ending in EOS, ``prompt_ids`` (B, P) with the target-language
-    tag, and for text batches ``source_ids`` (B, S); each with its ``*_lens`` (B,)."""
+    tag, and ``source_ids`` (B, S) for text batches or ``transcript_ids`` for audio batches; each with
+    its ``*_lens`` (B,)."""
     exs = batch.examples
     out: dict[str, Any] = {
         "modality": batch.modality,
@@ -72,8 +73,11 @@ def collate(batch: Batch, *, sampling_rate: int, text: TextIds | None = None) ->
         prompts = [text.prompt_ids(task=t, source_lang=s, target_lang=g)
                    for t, s, g in zip(out["tasks"], out["source_langs"], out["target_langs"])]
         out["prompt_ids"], out["prompt_lens"] = pad_ids(prompts, pad)
+        source_ids = pad_ids([text.encode(t) for t in out["source_texts"]], pad)
         if batch.modality == "text":
-            out["source_ids"], out["source_lens"] = pad_ids([text.encode(t) for t in out["source_texts"]], pad)
+            out["source_ids"], out["source_lens"] = source_ids
+        else:  # the transcript, for an auxiliary loss on the speech encoder (CTC)
+            out["transcript_ids"], out["transcript_lens"] = source_ids
     return out
 
 

@@ -36,7 +36,8 @@ class TranslationModel(pl.LightningModule, ABC):
         self.cfg = parse_model_config(plain, self.config_class)
         self.text = self._build_text_processor()
         self.backbone = self.build_backbone()
-        self.perception: AudioPerception = build_perception(self.cfg.perception, self.backbone_dim)
+        self.perception: AudioPerception = build_perception(self.cfg.perception, self.backbone_dim,
+                                                            self.text.vocab_size)
         if self.cfg.lora is not None:
             lc = self.cfg.lora
             apply_lora(self, lc.targets, r=lc.r, alpha=lc.alpha, dropout=lc.dropout)
@@ -54,8 +55,9 @@ class TranslationModel(pl.LightningModule, ABC):
         """Width of the backbone's input embeddings (the perception projects to it)."""
 
     @abstractmethod
-    def logits(self, batch: dict[str, Any]) -> torch.Tensor:
-        """(B, U, V) scores for ``batch["target_ids"]`` (B, U) under teacher forcing."""
+    def logits(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(B, U, V) scores for ``batch["target_ids"]`` (B, U) under teacher forcing, and the
+        auxiliary losses of the forward pass (those of :meth:`speech_embeddings`)."""
 
     @abstractmethod
     def generate_ids(self, batch: dict[str, Any]) -> list[list[int]]:
@@ -72,15 +74,25 @@ class TranslationModel(pl.LightningModule, ABC):
                              "backbone.pretrained_path whose folder holds its tokenizer")
         return TextProcessor(hf_path=hf, prompt_template=t.prompt_template)
 
-    def speech_embeddings(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, D_backbone) speech embeddings and (B,) lengths of an audio batch."""
-        return self.perception(batch["audio"], batch["audio_lens"])
+    def speech_embeddings(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """(B, T, D_backbone) speech embeddings, (B,) lengths, and auxiliary losses of an audio batch
+        (``ctc``: the encoder against the source transcript, when enabled and transcripts are given)."""
+        out = self.perception(batch["audio"], batch["audio_lens"])
+        aux = {}
+        if self.perception.ctc_head is not None and "transcript_ids" in batch:
+            aux["ctc"] = self.perception.ctc_loss(out, batch["transcript_ids"], batch["transcript_lens"])
+        return out.embeddings, out.lengths, aux
 
     def task_losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Token-averaged loss of the whole batch, and of each task in it."""
-        losses, counts = per_example_nll(self.logits(batch), batch["target_ids"], batch["target_lens"],
-                                         self.cfg.label_smoothing)
-        return losses.sum() / counts.sum().clamp(min=1), loss_by_task(losses, counts, batch["tasks"])
+        """The training loss of the batch (token-averaged NLL plus weighted auxiliary losses), and the
+        NLL of each task in it together with each auxiliary loss, for logging."""
+        logits, aux = self.logits(batch)
+        losses, counts = per_example_nll(logits, batch["target_ids"], batch["target_lens"], self.cfg.label_smoothing)
+        loss = losses.sum() / counts.sum().clamp(min=1)
+        parts = loss_by_task(losses, counts, batch["tasks"])
+        if "ctc" in aux:
+            loss = loss + self.cfg.perception.ctc_weight * aux["ctc"]
+        return loss, {**parts, **aux}
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         loss, per_task = self.task_losses(batch)
@@ -113,6 +125,10 @@ class TranslationModel(pl.LightningModule, ABC):
     @torch.no_grad()
     def translate_batch(self, batch: dict[str, Any]) -> list[str]:
         return [self.text.decode(ids) for ids in self.generate_ids(batch)]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning records the hyper-parameters but not the class; restoring tools need it.
+        checkpoint["nemo_emmett_model_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
 
     def configure_optimizers(self) -> Any:
         return build_optimizer_and_scheduler(self, self.cfg.optim)

@@ -58,10 +58,6 @@ _REQUIRED = (META, CONFIG, WEIGHTS)
 _EXPECTED = (f"a tar archive written by nemo_emmett.models.export.export_model (examples/export.py) "
              f"holding {', '.join(_REQUIRED)} and {TOKENIZER_DIR}/")
 
-# Backbone config fields that the model families set from the tokenizer when they build a backbone
-# from a config (SalmT5.build_backbone's overrides). ``load_hf_model`` rejects a config that repeats
-# them, so an export leaves out the ones whose value the tokenizer gives anyway.
-_TOKENIZER_DERIVED = ("vocab_size", "pad_token_id", "eos_token_id", "decoder_start_token_id")
 _NOT_EXPORTED = ("_name_or_path", "transformers_version")  # provenance that would point at the old folder
 
 
@@ -82,12 +78,7 @@ def export_config(model: TranslationModel, tokenizer_path: str) -> dict[str, Any
     spm = model.text.spm_path is not None
     cfg["tokenizer"]["spm_path"] = tokenizer_path if spm else None
     cfg["tokenizer"]["hf_path"] = None if spm else tokenizer_path
-    hf = model.backbone.config.to_dict()
-    derived = {"vocab_size": model.text.vocab_size, "pad_token_id": model.text.pad_id,
-               "eos_token_id": model.text.eos_id, "decoder_start_token_id": model.text.pad_id}
-    for key in _TOKENIZER_DERIVED:
-        if key in hf and hf[key] == derived[key]:
-            del hf[key]
+    hf = model.backbone.config.to_dict()  # the config's own vocab size and special ids win on restore
     for key in _NOT_EXPORTED:
         hf.pop(key, None)
     cfg["backbone"] = {"pretrained_path": None, "config": hf}
@@ -179,8 +170,8 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu",
     """An export file (:func:`restore_model`) or a Lightning ``.ckpt`` of a ``TranslationModel``.
 
     A checkpoint holds the config and weights, not the files the config names (tokenizer, backbone
-    folder, ASR ``.nemo``): they must still exist. ``model_class`` (checkpoints only; they do not
-    record it) defaults to SALM-T5. Checkpoints are unpickled in full: load only files you trust."""
+    folder, ASR ``.nemo``): they must still exist. ``model_class`` (checkpoints only) overrides the
+    class the checkpoint records (``TranslationModel.on_save_checkpoint``; SALM-T5 for older ones). Checkpoints are unpickled in full: load only files you trust."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file {str(path)!r} does not exist")
@@ -195,7 +186,7 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu",
                          "(expected 'state_dict' and 'hyper_parameters' with 'cfg')")
     cfg = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
     _check_local_files(cfg, path)
-    cls = _import_model_class(model_class or DEFAULT_MODEL_CLASS, path, None)
+    cls = _import_model_class(model_class or ckpt.get("nemo_emmett_model_class", DEFAULT_MODEL_CLASS), path, None)
     model = cls(cfg)
     model.load_state_dict(ckpt["state_dict"], strict=True)
     return model.to(map_location).eval()

@@ -39,26 +39,29 @@ class SalmT5(TranslationModel):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.backbone.get_input_embeddings()(ids)  # (B, L) -> (B, L, D)
 
-    def encoder_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, S, D) encoder input embeddings and their (B, S) mask."""
+    def encoder_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """(B, S, D) encoder input embeddings, their (B, S) mask, and auxiliary losses."""
         prompt = (self.embed(batch["prompt_ids"]), batch["prompt_lens"])
+        aux: dict[str, torch.Tensor] = {}
         if batch["modality"] == "audio":
-            speech = self.speech_embeddings(batch)
+            speech, speech_lens, aux = self.speech_embeddings(batch)
+            speech = (speech, speech_lens)
             parts = [speech, prompt] if self.cfg.audio_position == "before_prompt" else [prompt, speech]
         else:
             parts = [prompt, (self.embed(batch["source_ids"]), batch["source_lens"])]
         x, lens = concat_padded(parts)
-        return x, lengths_to_mask(lens, x.shape[1])
+        return x, lengths_to_mask(lens, x.shape[1]), aux
 
-    def logits(self, batch: dict[str, Any]) -> torch.Tensor:
-        x, mask = self.encoder_inputs(batch)
+    def logits(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x, mask, aux = self.encoder_inputs(batch)
         targets = batch["target_ids"]  # (B, U)
         start = torch.full_like(targets[:, :1], self.backbone.config.decoder_start_token_id)
         decoder_in = torch.cat([start, targets[:, :-1]], dim=1)  # (B, U): shifted right
-        return self.backbone(inputs_embeds=x, attention_mask=mask.long(), decoder_input_ids=decoder_in).logits
+        out = self.backbone(inputs_embeds=x, attention_mask=mask.long(), decoder_input_ids=decoder_in)
+        return out.logits, aux
 
     def generate_ids(self, batch: dict[str, Any]) -> list[list[int]]:
-        x, mask = self.encoder_inputs(batch)
+        x, mask, _ = self.encoder_inputs(batch)
         d = self.cfg.decoding
         out = self.backbone.generate(inputs_embeds=x, attention_mask=mask.long(), num_beams=d.beam_size,
                                      max_new_tokens=d.max_new_tokens, length_penalty=d.length_penalty,

@@ -28,6 +28,7 @@ def load_hf_model(auto_cls: Any, *, pretrained_path: str | None, config: dict[st
     if "model_type" not in config:
         raise ValueError("backbone.config needs 'model_type' (e.g. t5, marian, m2m_100, gpt2, llama) "
                          "when backbone.pretrained_path is null")
-    fields = {k: v for k, v in config.items() if k != "model_type"}
-    hf_cfg = AutoConfig.for_model(config["model_type"], **fields, **overrides)
+    # Values written in the config win over the tokenizer's (a restored export keeps its vocab size).
+    fields = {**overrides, **{k: v for k, v in config.items() if k != "model_type"}}
+    hf_cfg = AutoConfig.for_model(config["model_type"], **fields)
     return auto_cls.from_config(hf_cfg)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -36,6 +37,9 @@ class PerceptionConfig:
     adapter_layers: int = 1
     """Transformer layers of the modality adapter between the speech encoder and the backbone."""
     dropout: float = 0.1
+    ctc_weight: float = 0.3
+    """Weight of an auxiliary CTC loss of the speech encoder on the source transcript (0: off).
+    Trained from scratch, the encoder otherwise collapses to a constant the decoder ignores."""
 
 
 class ModalityAdapter(nn.Module):
@@ -55,18 +59,37 @@ class ModalityAdapter(nn.Module):
         return self.proj(x)
 
 
+@dataclass
+class PerceptionOutput:
+    embeddings: torch.Tensor
+    """(B, T, D_backbone) speech embeddings for the backbone."""
+    lengths: torch.Tensor
+    """(B,) valid frames of ``embeddings`` (and of ``encoded``)."""
+    encoded: torch.Tensor
+    """(B, T, D_enc) speech encoder output, before the adapter."""
+
+
 class AudioPerception(nn.Module):
-    def __init__(self, *, preprocessor: nn.Module, encoder: nn.Module, adapter: ModalityAdapter):
+    def __init__(self, *, preprocessor: nn.Module, encoder: nn.Module, adapter: ModalityAdapter,
+                 ctc_head: nn.Linear | None = None):
         super().__init__()
         self.preprocessor = preprocessor
         self.encoder = encoder
         self.adapter = adapter
+        self.ctc_head = ctc_head  # (D_enc -> vocab + 1), the last class is the CTC blank
 
-    def forward(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """audio: (B, T_samples), audio_lens: (B,) -> embeddings (B, T_frames, D_backbone), lens (B,)."""
+    def forward(self, audio: torch.Tensor, audio_lens: torch.Tensor) -> PerceptionOutput:
+        """audio: (B, T_samples), audio_lens: (B,)."""
         feats, feat_lens = self.preprocessor(input_signal=audio, length=audio_lens)  # (B, F, T_feat)
-        enc, enc_lens = self.encoder(audio_signal=feats, length=feat_lens)  # (B, D_enc, T_frames)
-        return self.adapter(enc.transpose(1, 2), enc_lens), enc_lens
+        enc, enc_lens = self.encoder(audio_signal=feats, length=feat_lens)  # (B, D_enc, T)
+        enc = enc.transpose(1, 2)  # (B, T, D_enc)
+        return PerceptionOutput(self.adapter(enc, enc_lens), enc_lens, enc)
+
+    def ctc_loss(self, out: PerceptionOutput, ids: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        """Mean CTC loss of the encoder output against token ids (B, U) with lengths (B,)."""
+        log_probs = self.ctc_head(out.encoded).float().log_softmax(-1).transpose(0, 1)  # (T, B, V + 1)
+        blank = self.ctc_head.out_features - 1
+        return F.ctc_loss(log_probs, ids, out.lengths.long(), lens.long(), blank=blank, zero_infinity=True)
 
 
 def default_module_configs(cfg: PerceptionConfig) -> dict[str, dict[str, Any]]:
@@ -85,7 +108,7 @@ def default_module_configs(cfg: PerceptionConfig) -> dict[str, dict[str, Any]]:
     }
 
 
-def build_perception(cfg: PerceptionConfig, output_dim: int) -> AudioPerception:
+def build_perception(cfg: PerceptionConfig, output_dim: int, vocab_size: int) -> AudioPerception:
     from nemo.core.classes.common import Serialization
 
     if cfg.pretrained_asr is not None:
@@ -102,7 +125,8 @@ def build_perception(cfg: PerceptionConfig, output_dim: int) -> AudioPerception:
         encoder = Serialization.from_config_dict(cfg.encoder or defaults["encoder"])
     adapter = ModalityAdapter(d_in=encoder._feat_out, d_out=output_dim, num_layers=cfg.adapter_layers,
                               n_heads=cfg.n_heads, dropout=cfg.dropout)
-    return AudioPerception(preprocessor=preprocessor, encoder=encoder, adapter=adapter)
+    ctc_head = nn.Linear(encoder._feat_out, vocab_size + 1) if cfg.ctc_weight > 0 else None
+    return AudioPerception(preprocessor=preprocessor, encoder=encoder, adapter=adapter, ctc_head=ctc_head)
 
 
 def module_configs(perception: AudioPerception) -> dict[str, dict[str, Any]]:

@@ -59,7 +59,7 @@ def test_one_step_finite_loss_and_only_trainable_parameters_change(tiny_cfg, mod
     batch = text_batch(model) if modality == "text" else audio_batch(model)
     loss, per_task, changed = one_step(model, batch)
     assert torch.isfinite(loss)
-    assert set(per_task) == ({"mt"} if modality == "text" else {"asr", "st"})
+    assert set(per_task) == ({"mt"} if modality == "text" else {"asr", "st", "ctc"})
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     assert frozen and all(n.startswith("backbone.encoder.") for n in frozen)
     assert not changed & frozen
@@ -71,17 +71,30 @@ def test_one_step_finite_loss_and_only_trainable_parameters_change(tiny_cfg, mod
 def test_audio_position_changes_the_encoder_input(tiny_cfg):
     model = SalmT5(tiny_cfg).eval()
     batch = audio_batch(model)
-    x_before, mask = model.encoder_inputs(batch)
+    x_before, mask, _ = model.encoder_inputs(batch)
     model.cfg.audio_position = "after_prompt"
-    x_after, mask2 = model.encoder_inputs(batch)
+    x_after, mask2, _ = model.encoder_inputs(batch)
     assert torch.equal(mask, mask2) and not torch.allclose(x_before, x_after)
     # the prompt (target-language tag) sits right after each example's speech frames
-    speech, lens = model.speech_embeddings(batch)
+    speech, lens, _ = model.speech_embeddings(batch)
     prompt = model.embed(batch["prompt_ids"])
     for b in range(len(lens)):
         n = int(lens[b])
         assert torch.allclose(x_before[b, :n], speech[b, :n])
         assert torch.allclose(x_before[b, n : n + int(batch["prompt_lens"][b])], prompt[b, : batch["prompt_lens"][b]])
+
+
+def test_ctc_loss_on_the_transcript_is_added_and_can_be_switched_off(tiny_cfg):
+    model = SalmT5(tiny_cfg).eval()  # no dropout: two passes give the same numbers
+    batch = audio_batch(model)
+    loss, parts = model.task_losses(batch)
+    assert torch.isfinite(parts["ctc"]) and parts["ctc"] > 0
+    no_transcripts = {k: v for k, v in batch.items() if not k.startswith("transcript_")}
+    loss_without, parts_without = model.task_losses(no_transcripts)
+    assert "ctc" not in parts_without
+    assert torch.allclose(loss, loss_without + 0.3 * parts["ctc"])
+    off = SalmT5({**tiny_cfg, "perception": {**tiny_cfg["perception"], "ctc_weight": 0.0}})
+    assert off.perception.ctc_head is None and "ctc" not in off.task_losses(audio_batch(off))[1]
 
 
 def test_greedy_and_beam_decoding_return_text(tiny_cfg):
