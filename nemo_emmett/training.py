@@ -24,11 +24,31 @@ def build_model(cfg: DictConfig, tokenizer_path: str) -> pl.LightningModule:
     return get_class(cfg.model_class)(model_cfg)
 
 
+def sweep_version(version: str | None, job_num: int | None) -> str | None:
+    """The experiment version of a job: each job of a Hydra sweep (``-m``) gets its own folder, so
+    jobs never share logs or resume each other's checkpoints; a plain run keeps ``version``."""
+    if job_num is None or version is not None:
+        return version
+    return f"sweep_job{job_num}"
+
+
+def hydra_job_num() -> int | None:
+    """The job number inside a Hydra multirun, else None."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return int(HydraConfig.get().job.num)
+
+
 def train(cfg: DictConfig) -> pl.LightningModule:
     from nemo.utils.exp_manager import exp_manager
 
     log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True))
+    with open_dict(cfg):
+        cfg.exp_manager.version = sweep_version(cfg.exp_manager.get("version"), hydra_job_num())
     exp_manager(trainer, cfg.exp_manager)
     data = EmmettDataModule(cfg.data)
     data.setup("fit")

@@ -50,6 +50,17 @@ def write_audio_source(path: Path, name: str, n: int, *, shard_size: int = 10, s
     return path
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: one thread is many times faster than several contending on a busy CI machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def text_sources(tmp_path: Path) -> dict[str, Path]:
     return {

@@ -54,3 +54,12 @@ def test_multirun_keeps_the_working_directory():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="salm_t5", return_hydra_config=True)
     assert cfg.hydra.job.chdir is False
+
+
+def test_sweep_jobs_get_their_own_experiment_version():
+    from nemo_emmett.training import hydra_job_num, sweep_version
+
+    assert sweep_version(None, None) is None  # a plain run: one folder per name, re-running resumes
+    assert sweep_version(None, 0) != sweep_version(None, 1)
+    assert sweep_version("mine", 3) == "mine"  # an explicit version is kept
+    assert hydra_job_num() is None  # outside Hydra

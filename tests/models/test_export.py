@@ -18,14 +18,7 @@ from nemo_emmett.models.export import export_model, load_model, read_meta, resto
 from nemo_emmett.models.salm_t5 import SalmT5
 from tests.models.conftest import TINY_BACKBONE, TINY_PERCEPTION
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread is many times faster than several contending on a busy CI machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)
