@@ -8,6 +8,7 @@ import lightning.pytorch as pl
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from nemo_emmett.callbacks.data_stats import DataStreamStats
 from nemo_emmett.data.datamodule import EmmettDataModule
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def train(cfg: DictConfig) -> pl.LightningModule:
     from nemo.utils.exp_manager import exp_manager
 
     log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
-    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True))
+    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), callbacks=[DataStreamStats()])
     with open_dict(cfg):
         cfg.exp_manager.version = sweep_version(cfg.exp_manager.get("version"), hydra_job_num())
     exp_manager(trainer, cfg.exp_manager)

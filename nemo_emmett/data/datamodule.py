@@ -81,6 +81,18 @@ class EmmettDataModule(pl.LightningDataModule):
             self._consumed += 1
         return batch
 
+    def stream_stats(self) -> dict[str, float]:
+        """Sampler counts summed over this rank's slots, as of the last consumed batches: examples
+        drawn, emitted in batches, and dropped (no bucket fits) per modality; early batches."""
+        out: dict[str, float] = {}
+        for state in self._slot_states.values():
+            stats = state["stats"]
+            for key in ("drawn", "emitted", "dropped_no_bucket"):
+                for modality, n in stats[key].items():
+                    out[f"{key}_{modality}"] = out.get(f"{key}_{modality}", 0.0) + n
+            out["early_batches"] = out.get("early_batches", 0.0) + stats["early_batches"]
+        return out
+
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         return self.record(batch) if isinstance(batch, dict) else batch
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from nemo_emmett.callbacks.data_stats import DataStreamStats
 from nemo_emmett.data.datamodule import EmmettDataModule
 from tests.conftest import WordLengthIds
 from tests.data.test_datamodule import data_cfg
@@ -32,9 +33,13 @@ def fit(dm, tmp_path, max_steps, ckpt_path=None):
     trainer = pl.Trainer(
         max_steps=max_steps, accelerator="cpu", logger=False, enable_progress_bar=False,
         enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path,
-        callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1)],
+        callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1),
+                   DataStreamStats(every_n_steps=1)],
     )
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    # the stream's counts reach the logged metrics: every example drawn is emitted, waiting or dropped
+    logged = trainer.logged_metrics
+    assert logged["data/drawn_text"] >= logged["data/emitted_text"] + logged["data/dropped_no_bucket_text"] > 0
     return model.seen
 
 
