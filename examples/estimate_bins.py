@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nemo_emmett.data.config import parse_data_config  # noqa: E402
-from nemo_emmett.data.pipeline import build_plan, measure_lengths, sample_examples  # noqa: E402
+from nemo_emmett.data.pipeline import build_plan  # noqa: E402
 
 AXES = {"audio": ("speech length (token-equivalent frames)", "target tokens"),
         "text": ("source tokens", "target tokens")}
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = compose(config_name=args.config_name, overrides=args.overrides)
     data_cfg = parse_data_config(cfg.data)
     plan = build_plan(data_cfg)
-    lengths = measure_lengths(sample_examples(plan.train, data_cfg.estimation_examples), plan.measure)
+    lengths = plan.lengths
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

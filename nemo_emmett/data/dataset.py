@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import torch
 from lhotse import CutSet
-from lhotse.dataset.collation import collate_audio
+from lhotse.dataset.collation import collate_audio, collate_vectors
 from torch.utils.data import IterableDataset, get_worker_info
 
 from nemo_emmett.data import examples as ex_
@@ -38,10 +38,7 @@ class TextIds(Protocol):
 def pad_ids(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """List of B id lists -> (B, T_max) long tensor padded with ``pad_id``, and (B,) lengths."""
     lens = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-    out = torch.full((len(seqs), int(lens.max()) if len(seqs) else 0), pad_id, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
-    return out, lens
+    return collate_vectors([torch.as_tensor(s, dtype=torch.long) for s in seqs], padding_value=pad_id), lens
 
 
 def collate(batch: Batch, *, sampling_rate: int, text: TextIds | None = None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import numpy as np
 
 from nemo_emmett.data.examples import Example
 from nemo_emmett.data.sources import normalize_weights
-from nemo_emmett.data.stream import ShardedStream, _check_keys
+from nemo_emmett.data.stream import ShardedStream, check_state_keys
 
 
 def choose_source(credits: np.ndarray, weights: np.ndarray, noise: np.ndarray, jitter: float) -> int:
@@ -92,7 +92,7 @@ class Multiplexer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        _check_keys("multiplexer", state, self.state_dict())
+        check_state_keys("multiplexer", state, self.state_dict())
         if state["names"] != self.names:
             raise ValueError(f"multiplexer state is for sources {state['names']}, this one has {self.names}")
         self.draws = state["draws"]

@@ -40,6 +40,8 @@ class DataPlan:
     measure: LengthMeasure
     buckets: dict[str, ModalityBuckets]
     estimates: dict[str, BinEstimate] = field(default_factory=dict)
+    lengths: dict[str, np.ndarray] = field(default_factory=dict)
+    """(N, 2) (input, output) lengths per modality of the examples the bins were estimated from."""
 
     def summary(self) -> str:
         lines = ["Data mix (source, direction, examples, weight):"]
@@ -90,12 +92,12 @@ def source_weights(specs: list[SourceSpec], temperature: float) -> list[float]:
     return temperature_weights([s.num_examples for s in specs], temperature)
 
 
-def sample_examples(specs: list[SourceSpec], per_source: int) -> list[ex_.Example]:
+def sample_examples(specs: list[SourceSpec], per_source: int) -> list[list[ex_.Example]]:
     """The first ``per_source`` examples of each source, metadata only (no audio is read)."""
     out = []
     for s in specs:
         stream = itertools.chain.from_iterable(read_shard(sh, with_audio=False) for sh in list_shards(s.path))
-        out.extend(itertools.islice(stream, per_source))
+        out.append(list(itertools.islice(stream, per_source)))
     return out
 
 
@@ -143,25 +145,27 @@ def build_plan(cfg: DataConfig) -> DataPlan:
     validation = resolve_sources(val_raw, "validation_sources")
     weights = source_weights(train, cfg.temperature)
 
-    sample = sample_examples(train, cfg.estimation_examples)
     tok = cfg.tokenizer
+    tok_per_source = max(1, tok.sample_examples // len(train))
+    # One read of each source serves both bin estimation and tokenizer training.
+    samples = sample_examples(train, max(cfg.estimation_examples, tok_per_source))
     if tok.model_path is not None:
         tokenizer_path = tok.model_path
     else:
-        per_source = max(1, tok.sample_examples // len(train))
-        texts = (t for e in sample_examples(train, per_source) for t in (ex_.source_text(e), ex_.target_text(e)))
-        key = {"sources": [(s.path, s.num_examples) for s in train], "per_source": per_source}
+        texts = (t for sample in samples for e in sample[:tok_per_source] for t in (ex_.source_text(e),
+                                                                                      ex_.target_text(e)))
+        key = {"sources": [(s.path, s.num_examples) for s in train], "per_source": tok_per_source}
         langs = sorted({s.target_lang for s in train})
         tokenizer_path = str(train_sentencepiece(texts, vocab_size=tok.vocab_size, key=key,
                                                  user_defined_symbols=[f"<{lang}>" for lang in langs]))
     measure = LengthMeasure(SentencePieceCounter(tokenizer_path), cfg.token_equivalent_duration)
 
     buckets, estimates = {}, {}
-    lengths = measure_lengths(sample, measure)
+    lengths = measure_lengths([e for sample in samples for e in sample[: cfg.estimation_examples]], measure)
     for modality, bc in (("audio", cfg.audio_buckets), ("text", cfg.text_buckets)):
         if not any(s.modality == modality for s in train):
             continue
         buckets[modality], est = resolve_buckets(modality, bc, lengths[modality])
         if est is not None:
             estimates[modality] = est
-    return DataPlan(train, weights, validation, tokenizer_path, measure, buckets, estimates)
+    return DataPlan(train, weights, validation, tokenizer_path, measure, buckets, estimates, lengths)

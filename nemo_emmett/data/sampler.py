@@ -23,7 +23,7 @@ from typing import Any
 from nemo_emmett.data.bucketing import BucketGrid
 from nemo_emmett.data.examples import Example, is_audio
 from nemo_emmett.data.multiplexer import Multiplexer
-from nemo_emmett.data.stream import _check_keys
+from nemo_emmett.data.stream import check_state_keys
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ class Bucketing2DSampler:
         return oldest
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        _check_keys("sampler", state, {k: None for k in ("draw", "snapshot_draw", "snapshot", "waiting", "stats")})
+        check_state_keys("sampler", state, {k: None for k in ("draw", "snapshot_draw", "snapshot", "waiting", "stats")})
         if self.mux is None:
             raise RuntimeError("a finite (validation) sampler is not checkpointed")
         self.mux.load_state_dict(state["snapshot"])

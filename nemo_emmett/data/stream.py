@@ -141,12 +141,13 @@ class ShardedStream:
         return {"epoch": self.epoch, "shard_pos": self.shard_pos, "offset": self.offset, "epoch_index": self.epoch_index}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        _check_keys(f"stream {self.name!r}", state, self.state_dict())
+        check_state_keys(f"stream {self.name!r}", state, self.state_dict())
         self.epoch, self.shard_pos = state["epoch"], state["shard_pos"]
         self.offset, self.epoch_index = state["offset"], state["epoch_index"]
         self._it = None
 
 
-def _check_keys(what: str, state: dict, expected: dict) -> None:
+def check_state_keys(what: str, state: dict, expected: dict) -> None:
+    """``load_state_dict`` of every stateful data object rejects missing and unexpected keys."""
     if set(state) != set(expected):
         raise KeyError(f"{what}: state has keys {sorted(state)}, expected {sorted(expected)}")

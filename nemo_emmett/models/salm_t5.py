@@ -44,8 +44,7 @@ class SalmT5(TranslationModel):
         prompt = (self.embed(batch["prompt_ids"]), batch["prompt_lens"])
         aux: dict[str, torch.Tensor] = {}
         if batch["modality"] == "audio":
-            speech, speech_lens, aux = self.speech_embeddings(batch)
-            speech = (speech, speech_lens)
+            *speech, aux = self.speech_embeddings(batch)
             parts = [speech, prompt] if self.cfg.audio_position == "before_prompt" else [prompt, speech]
         else:
             parts = [prompt, (self.embed(batch["source_ids"]), batch["source_lens"])]
