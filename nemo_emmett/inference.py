@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import move_data_to_device
 from tqdm.auto import tqdm
 
 from nemo_emmett.data import examples as ex_
@@ -45,7 +46,7 @@ def translate_examples(model: Any, examples: Iterable[Example], *, batch_size: i
                 out: list[str | None] = [None] * len(chunk)
                 for part in _length_sorted_batches(chunk, batch_size):
                     batch = _batch([chunk[i] for i in part])
-                    inputs = _to_device(collate(batch, sampling_rate=sampling_rate, text=model.text), device)
+                    inputs = move_data_to_device(collate(batch, sampling_rate=sampling_rate, text=model.text), device)
                     for i, hyp in zip(part, model.translate_batch(inputs), strict=True):
                         out[i] = hyp
                     bar.update(len(part))
@@ -188,6 +189,3 @@ def _batch(exs: list[Example]) -> Batch:
     return Batch(modality="audio" if ex_.is_audio(exs[0]) else "text", bucket=0,
                  max_input=max(i for i, _ in lengths), max_output=0.0, examples=exs, lengths=lengths)
 
-
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

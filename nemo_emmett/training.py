@@ -47,6 +47,7 @@ def train(cfg: DictConfig) -> pl.LightningModule:
     from nemo.utils.exp_manager import exp_manager
 
     log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+    pl.seed_everything(cfg.seed, workers=False)  # model init; the data stream has its own data.seed
     trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), callbacks=[DataStreamStats()])
     with open_dict(cfg):
         cfg.exp_manager.version = sweep_version(cfg.exp_manager.get("version"), hydra_job_num())
