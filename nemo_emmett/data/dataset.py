@@ -78,6 +78,42 @@ def collate(batch: Batch, *, sampling_rate: int, text: TextIds | None = None) ->
     return out
 
 
+def worst_case_batch(modality: str, batch_size: int, max_input: float, max_output: float, *, text: TextIds,
+                     vocab_size: int, prompt_len: int, token_equivalent_duration: float, sampling_rate: int,
+                     seed: int = 0) -> dict[str, Any]:
+    """A synthetic batch with the layout of :func:`collate` in which every example is as long as the
+    bucket allows: ``max_input`` (token-equivalent frames of audio, or source tokens) and
+    ``max_output`` target tokens. Used to measure the memory of a bucket's worst batch."""
+    g = torch.Generator().manual_seed(seed)
+    B = batch_size
+    n_out = max(1, int(max_output))
+    n_in = max(1, int(max_input))
+    specials = {text.pad_id, getattr(text, "eos_id", -1)}
+    low = max(specials) + 1 if max(specials) + 1 < vocab_size else 0
+
+    def ids(length: int, last: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.randint(low, vocab_size, (B, length), generator=g)  # (B, length)
+        if last is not None:
+            x[:, -1] = last
+        return x, torch.full((B,), length, dtype=torch.long)
+
+    out: dict[str, Any] = {
+        "modality": modality, "bucket": -1, "ids": [f"worst-case-{i}" for i in range(B)],
+        "tasks": ["st" if modality == "audio" else "mt"] * B, "source_langs": ["xx"] * B,
+        "target_langs": ["yy"] * B, "source_texts": [""] * B, "target_texts": [""] * B,
+    }
+    out["target_ids"], out["target_lens"] = ids(n_out + 1, last=getattr(text, "eos_id", None))  # + EOS
+    out["prompt_ids"], out["prompt_lens"] = ids(max(1, prompt_len))
+    if modality == "audio":
+        samples = max(1, int(round(max_input * token_equivalent_duration * sampling_rate)))
+        out["audio"] = torch.randn(B, samples, generator=g) * 0.1  # (B, T)
+        out["audio_lens"] = torch.full((B,), samples, dtype=torch.long)
+        out["transcript_ids"], out["transcript_lens"] = ids(n_in)  # unbounded by the bucket: as long as CTC allows
+    else:
+        out["source_ids"], out["source_lens"] = ids(n_in)
+    return out
+
+
 def worker_slot(rank: int, world_size: int, offset: int = 0) -> tuple[int, int]:
     """(slot, num_slots) of the calling dataloader worker. ``offset`` rotates worker roles so that,
     after a resume, the first worker to yield plays the slot whose turn it was."""

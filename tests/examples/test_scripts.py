@@ -61,3 +61,25 @@ def test_estimate_bins_writes_bins_and_plots(tmp_path):
         assert spec["bins"] == sorted(spec["bins"])
     assert (tmp_path / "bins" / "audio_bins.png").stat().st_size > 1000
     assert "max_input" in out
+
+
+def test_oomptimize_then_train_with_the_callback_stays_under_the_budget(tmp_path):
+    tiny_buckets = ["data.audio_buckets.num_output_bins=1", "data.text_buckets.num_output_bins=1",
+                    "oomptimizer.memory_budget=12MiB", "oomptimizer.tolerance=0.1"]
+    out = run([str(REPO / "examples/oomptimize.py"), "--out", str(tmp_path / "b.json"), *TINY_DEMO, *TINY_MODEL,
+               *tiny_buckets], tmp_path)
+    buckets = json.loads((tmp_path / "b.json").read_text())
+    assert set(buckets) == {"audio", "text"} and "budget%" in out
+    for spec in buckets.values():
+        assert all(p <= 12 * 2**20 for p in spec["peak_bytes"])
+    # the callback finds the same settings in the cache, hands the sizes to the sampler, measures real steps
+    train = run([str(REPO / "examples/train.py"), *TINY_DEMO, *TINY_MODEL, *tiny_buckets, "oomptimizer.enabled=true",
+                 "oomptimizer.measure_steps=-1", "trainer.max_steps=6", "trainer.val_check_interval=6",
+                 f"exp_manager.exp_dir={tmp_path / 'exp'}"], tmp_path)
+    assert "OOMptimizer: using cached batch sizes" in train
+    assert "`Trainer.fit` stopped: `max_steps=6` reached" in train
+    measured = [line for line in train.splitlines() if "of budget)" in line]
+    assert measured, train[-3000:]
+    assert "over the OOMptimizer budget" not in train
+    for line in measured:
+        assert float(line.split("(")[1].split("%")[0]) <= 100.0
