@@ -36,7 +36,7 @@ from nemo_emmett.parts.step_probe import ProbeResult, StepProbe
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # bump when what a probe measures changes
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30,
           "tib": 2**40}
 

@@ -5,8 +5,10 @@ The step is what training does, in Lightning's order: forward under the run's pr
 :meth:`TranslationModel.task_losses`, zero_grad, backward (through a grad scaler for fp16),
 gradient clipping when configured, and an optimizer step. The optimizer is a fresh one built by
 the model's own ``configure_optimizers``; an unmeasured first step creates its state (Adam's two
-moments) and leaves gradients, then the second, steady-state step is measured. The model's
-weights are restored after the search.
+moments) and leaves gradients (a batch of one example suffices: their size does not depend on
+the batch); every probe after it measures one steady-state step. The optimizer and gradients then
+live on between probes, as in training; an out-of-memory error clears them and the next probe
+warms up again. The model's weights are restored after the search.
 
 A probe fits when it raised no out-of-memory error and its measured peak plus the DDP margin is
 within the budget. On GPU the run is also capped by ``torch.cuda.set_per_process_memory_fraction``,
@@ -72,40 +74,54 @@ class StepProbe:
         self.use_grad_scaler = use_grad_scaler
         self.gradient_clip_val = gradient_clip_val
         self.num_probes = 0
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._scaler: torch.amp.GradScaler | None = None
+        self._warm = False
 
     @contextlib.contextmanager
     def preserving_model(self):
-        """Run probes, then put back the weights, the train/eval mode and empty gradients."""
+        """Run probes inside: a probe optimizer lives for the whole search; afterwards the weights,
+        the train/eval mode and empty gradients are put back."""
         saved = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         was_training = self.model.training
         self.model.train()
+        self._optimizer = first_optimizer(self.model.configure_optimizers())
+        self._scaler = torch.amp.GradScaler(self.device.type) if self.use_grad_scaler else None
+        self._warm = False
         try:
             yield self
         finally:
+            self._optimizer = self._scaler = None
             self.model.load_state_dict(saved)
             self.model.zero_grad(set_to_none=True)
             self.model.train(was_training)
             self._cleanup()
 
     def __call__(self, modality: str, max_input: float, max_output: float, batch_size: int) -> ProbeResult:
+        """Measure one steady-state training step with a worst-case batch of ``batch_size``."""
         from lightning.pytorch.utilities import move_data_to_device
 
+        if self._optimizer is None:
+            raise RuntimeError("StepProbe: call probes inside `with probe.preserving_model():`")
         self.num_probes += 1
-        batch = move_data_to_device(self.make_batch(modality, batch_size, max_input, max_output), self.device)
-        optimizer = first_optimizer(self.model.configure_optimizers())
-        scaler = torch.amp.GradScaler(self.device.type) if self.use_grad_scaler else None
+        batch = None
         try:
-            self._step(batch, optimizer, scaler)  # creates the optimizer state and leaves gradients, as training does
-            peak = measure_peak(lambda: self._step(batch, optimizer, scaler), device=self.device,
-                                resident=resident_bytes(self.model, optimizer)).peak
+            if not self._warm:  # steady state: optimizer state created, last step's gradients alive
+                one = move_data_to_device(self.make_batch(modality, 1, max_input, max_output), self.device)
+                self._step(one, self._optimizer, self._scaler)
+                self._warm = True
+            batch = move_data_to_device(self.make_batch(modality, batch_size, max_input, max_output), self.device)
+            peak = measure_peak(lambda: self._step(batch, self._optimizer, self._scaler), device=self.device,
+                                resident=resident_bytes(self.model, self._optimizer)).peak
         except Exception as e:  # noqa: BLE001 - only out-of-memory errors are a probe outcome
             if not is_oom(e):
                 raise
             log.debug("probe %s b=%d: out of memory", modality, batch_size)
             peak = None
-        finally:
-            batch = optimizer = None  # free before the next probe
+            self._warm = False  # gradients may be half-written: warm up again before the next measurement
             self.model.zero_grad(set_to_none=True)
+        finally:
+            batch = None  # free before the next probe
             self._cleanup()
         fits = peak is not None and peak + self.margin <= self.budget
         return ProbeResult(batch_size, peak, fits)
@@ -131,7 +147,7 @@ class StepProbe:
             optimizer.step()
 
     def _cleanup(self) -> None:
-        gc.collect()
-        if self.device.type == "cuda":
+        if self.device.type == "cuda":  # on CPU reference counting already freed the probe's tensors
+            gc.collect()
             torch.cuda.empty_cache()
 

@@ -1,0 +1,289 @@
+#!/usr/bin/env python
+"""Training throughput at one memory budget: fixed batch vs 1D bucketing vs 2D bucketing + OOMptimizer.
+
+    python benchmarks/throughput.py                        # demo corpus and Multi30k (when present)
+    python benchmarks/throughput.py --data demo --examples 600 --budget 64MiB   # quick (the test)
+
+One process, one model (the tiny SALM-T5 of ``conf/salm_t5.yaml``), one memory budget, the same
+data mix and the same example stream (the multiplexer draws the same examples in the same order
+whatever the buckets). Per data set and method:
+
+* ``fixed``: no bucketing: one bucket per modality whose edges are the longest input and output of
+  the data; its batch size is the largest that fits the budget in the worst case (measured by the
+  OOMptimizer on that single bucket).
+* ``1d``: buckets on the input length only (as lhotse's and NeMo's 1D bucketing), with as many
+  buckets as the 2D grid; each bucket's output edge is the longest output of its examples; batch
+  sizes from the OOMptimizer.
+* ``2d_oomptimizer``: the 2D grid of the data config (minimal-padding bins), batch sizes from the
+  OOMptimizer.
+
+Every method uses the same bin-estimation sample (``data.estimation_examples`` per source), so an
+example longer than that sample's longest is dropped by all (counted per method). Each method
+trains a copy of the same initial model with its own optimizer; methods take turns in chunks
+of ``--chunk`` examples so that machine noise hits them alike. Timed: the training step only
+(forward, backward, clipping, optimizer step), not data loading (dataloader workers overlap it in
+real runs). Reported: examples/s, real tokens/s (non-pad input tokens -- audio as token-equivalent
+frames -- plus target tokens), seconds to consume ``--examples`` examples, and each as a ratio to
+``fixed``. The last line printed is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib.util
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from nemo_emmett.callbacks.oomptimizer import (  # noqa: E402
+    OOMptimizerConfig,
+    ProbeSetting,
+    fmt_bytes,
+    parse_bytes,
+    plan_batch_sizes,
+    prompt_length,
+)
+from nemo_emmett.data.bucketing import BucketGrid, estimate_bins_2d  # noqa: E402
+from nemo_emmett.data.dataset import TrainBatches, collate  # noqa: E402
+from nemo_emmett.data.pipeline import DataPlan  # noqa: E402
+from nemo_emmett.data.sampler import Bucketing2DSampler, ModalityBuckets  # noqa: E402
+
+log = logging.getLogger("benchmarks.throughput")
+MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
+METHODS = ("fixed", "1d", "2d_oomptimizer")
+
+
+# ---- data ----------------------------------------------------------------------------------------
+def compose_config(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
+        return compose(config_name="salm_t5", overrides=overrides)
+
+
+def multi30k_sources(num_speech: int) -> tuple[list[dict[str, Any]], str]:
+    """Multi30k text Shar (4 MT directions, 29,000 pairs each) and espeak-ng speech (en->de), built and
+    cached by benchmarks/bucketing.py's helpers; its SentencePiece model."""
+    spec = importlib.util.spec_from_file_location("bench_bucketing", REPO / "benchmarks" / "bucketing.py")
+    bb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bb)
+    from nemo_emmett.data.tokenizer import cache_dir
+
+    root = cache_dir() / "bench"
+    lines = {lang: bb.read_lines(MULTI30K, lang) for lang in bb.LANGS}
+    spm_path = bb.tokenizer_model(MULTI30K, lines)
+    text = bb.text_shar_dirs(MULTI30K, lines, root)
+    speech = bb.speech_shar_dir(lines, num_speech, root)
+    sources = [{"name": f"mt_{d.split(':')[1]}", "path": str(p), "task": "mt", "source_lang": d[3:5],
+                "target_lang": d[6:8], "dataset": "multi30k"} for d, p in text.items()]
+    sources.append({"name": "st_en-de", "path": str(speech), "task": "st", "source_lang": "en", "target_lang": "de",
+                    "dataset": "multi30k"})
+    return sources, str(spm_path)
+
+
+def set_data(cfg, name: str, args: argparse.Namespace) -> None:
+    """Point ``cfg.data`` at the data set: the embedded demo (the config's default), or Multi30k."""
+    if name == "demo":
+        return
+    from omegaconf import open_dict
+
+    sources, spm_path = multi30k_sources(args.num_speech)
+    rest = 0.6 / (len(sources) - 1)  # speech, the expensive modality, gets 40% of the mix
+    for s in sources:
+        s["weight"] = 0.4 if s["task"] == "st" else rest
+    with open_dict(cfg):
+        cfg.data.demo.enabled = False
+        cfg.data.train_sources = sources
+        cfg.data.tokenizer.model_path = spm_path
+
+
+def grids(plan: DataPlan, num_in: dict[str, int], num_out: dict[str, int]) -> dict[str, dict[str, list]]:
+    """Bins per method and modality, all from the plan's bin-estimation lengths."""
+    out: dict[str, dict[str, list]] = {m: {} for m in METHODS}
+    for modality, lengths in plan.lengths.items():
+        if len(lengths) == 0 or modality not in plan.buckets:
+            continue
+        out["fixed"][modality] = [(float(lengths[:, 0].max()), float(lengths[:, 1].max()))]
+        out["1d"][modality] = estimate_bins_2d(lengths, num_in[modality] * num_out[modality], 1).bins
+        out["2d_oomptimizer"][modality] = [tuple(b) for b in plan.buckets[modality].grid.bins]
+    return out
+
+
+# ---- training ------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    method: str
+    model: Any
+    optimizer: torch.optim.Optimizer
+    sampler: Bucketing2DSampler
+    batches: Iterator[dict[str, Any]]
+    clip: float | None
+    ted: float
+    sampling_rate: int
+    examples: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    real_tokens: float = 0.0
+    padded_tokens: float = 0.0
+    batch_sizes: list[int] = field(default_factory=list)
+
+    def step(self) -> None:
+        batch = next(self.batches)
+        n = len(batch["ids"])
+        if batch["modality"] == "audio":
+            frames = batch["audio_lens"].double() / self.sampling_rate / self.ted  # (B,) token-equivalents
+            real_in, pad_in = float(frames.sum()), float(frames.max()) * n
+        else:
+            real_in, pad_in = float(batch["source_lens"].sum()), float(batch["source_lens"].max()) * n
+        out_lens = batch["target_lens"]
+        self.real_tokens += real_in + float(out_lens.sum())
+        self.padded_tokens += pad_in + float(out_lens.max()) * n
+        t = time.perf_counter()
+        loss, _ = self.model.task_losses(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        self.optimizer.step()
+        self.seconds += time.perf_counter() - t
+        self.examples += n
+        self.steps += 1
+        self.batch_sizes.append(n)
+
+    def summary(self, dropped: dict[str, int]) -> dict[str, Any]:
+        return {
+            "examples": self.examples, "steps": self.steps, "train_seconds": round(self.seconds, 2),
+            "examples_per_s": self.examples / self.seconds, "real_tokens_per_s": self.real_tokens / self.seconds,
+            "seconds_per_1000_examples": 1000 * self.seconds / self.examples,
+            "padding_share": 1 - self.real_tokens / self.padded_tokens,
+            "mean_batch_size": float(np.mean(self.batch_sizes)), "dropped_no_bucket": dropped,
+        }
+
+
+def run_data(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    from nemo_emmett.data.datamodule import EmmettDataModule
+    from nemo_emmett.parts.step_probe import first_optimizer
+    from nemo_emmett.training import build_model
+
+    cfg = compose_config(args.override)
+    set_data(cfg, name, args)
+    data = EmmettDataModule(cfg.data)
+    data.setup("fit")
+    plan = data.plan
+    torch.manual_seed(cfg.seed)
+    base = build_model(cfg, plan.tokenizer_path)
+    data.text = base.text
+    dcfg = data.cfg
+    num_in = {"audio": dcfg.audio_buckets.num_input_bins, "text": dcfg.text_buckets.num_input_bins}
+    num_out = {"audio": dcfg.audio_buckets.num_output_bins, "text": dcfg.text_buckets.num_output_bins}
+    method_bins = grids(plan, num_in, num_out)
+    clip = cfg.trainer.get("gradient_clip_val")
+    setting = ProbeSetting(device=torch.device("cpu"), precision="32-true", gradient_clip_val=clip,
+                           token_equivalent_duration=dcfg.token_equivalent_duration, sampling_rate=dcfg.sampling_rate,
+                           prompt_len=prompt_length(base.text, [(s.task, s.source_lang, s.target_lang)
+                                                                for s in plan.train]))
+    ocfg = OOMptimizerConfig(memory_budget=args.budget, tolerance=args.tolerance)
+    runs, sizing = {}, {}
+    for method in METHODS:
+        bins = method_bins[method]
+        result = plan_batch_sizes(base, bins, setting, ocfg, progress=not args.no_progress)
+        sizing[method] = {m: {"bins": [list(b) for b in bins[m]], "batch_sizes": result.batch_sizes(m),
+                              "peak_share": [round(r.peak / result.budget, 3) for r in
+                                             sorted(result.buckets[m], key=lambda r: r.bucket)]} for m in bins}
+        buckets = {m: ModalityBuckets(BucketGrid(bins[m], outliers="drop"), result.batch_sizes(m)) for m in bins}
+        ds = TrainBatches(specs=plan.train, weights=plan.weights, buckets=buckets, measure=plan.measure,
+                          seed=dcfg.seed, jitter=dcfg.jitter, shuffle_buffer=dcfg.shuffle_buffer,
+                          max_wait=dcfg.max_wait, sampling_rate=dcfg.sampling_rate, text=base.text)
+        sampler = ds.sampler_for_slot(0, 1)
+        batches = (collate(b, sampling_rate=dcfg.sampling_rate, text=base.text) for b in sampler)
+        model = copy.deepcopy(base).train()
+        runs[method] = Run(method, model, first_optimizer(model.configure_optimizers()), sampler, batches, clip,
+                           dcfg.token_equivalent_duration, dcfg.sampling_rate)
+    while any(r.examples < args.examples for r in runs.values()):
+        for r in runs.values():  # take turns so that machine noise hits every method alike
+            target = min(args.examples, r.examples + args.chunk)
+            while r.examples < target:
+                r.step()
+    out = {"budget_bytes": parse_bytes(args.budget), "sources": [s.name for s in plan.train],
+           "weights": [round(w, 3) for w in plan.weights], "sizing": sizing, "methods": {}}
+    for method, r in runs.items():
+        out["methods"][method] = r.summary(dict(r.sampler.stats.dropped_no_bucket))
+    fixed = out["methods"]["fixed"]
+    out["ratios_vs_fixed"] = {
+        m: {"real_tokens_per_s": s["real_tokens_per_s"] / fixed["real_tokens_per_s"],
+            "examples_per_s": s["examples_per_s"] / fixed["examples_per_s"],
+            "time_to_consume": s["seconds_per_1000_examples"] / fixed["seconds_per_1000_examples"]}
+        for m, s in out["methods"].items()}
+    return out
+
+
+def format_table(name: str, res: dict[str, Any]) -> str:
+    lines = [f"== {name}: budget {fmt_bytes(res['budget_bytes'])}",
+             f"  {'method':<16} {'examples':>8} {'steps':>6} {'batch':>7} {'pad%':>6} {'ex/s':>8} {'tok/s':>9} "
+             f"{'s/1000ex':>9} {'x tok/s':>8} {'x time':>7}"]
+    for m, s in res["methods"].items():
+        r = res["ratios_vs_fixed"][m]
+        lines.append(f"  {m:<16} {s['examples']:>8} {s['steps']:>6} {s['mean_batch_size']:>7.1f} "
+                     f"{100 * s['padding_share']:>5.1f}% {s['examples_per_s']:>8.1f} {s['real_tokens_per_s']:>9.0f} "
+                     f"{s['seconds_per_1000_examples']:>9.2f} {r['real_tokens_per_s']:>8.2f} {r['time_to_consume']:>7.2f}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", choices=["demo", "multi30k", "both"], default="both",
+                   help="both: the demo corpus, and Multi30k when it is at ../shared/data/multi30k")
+    p.add_argument("--examples", type=int, default=6000, help="examples each method consumes (default 6000)")
+    p.add_argument("--chunk", type=int, default=500, help="examples per turn (default 500)")
+    p.add_argument("--budget", default="256MiB", help="memory budget (default 256MiB)")
+    p.add_argument("--tolerance", type=float, default=0.05, help="OOMptimizer tolerance (default 0.05)")
+    p.add_argument("--num-speech", type=int, default=4000, help="Multi30k speech clips (default 4000)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON figures here")
+    p.add_argument("override", nargs="*", help="Hydra overrides of conf/salm_t5.yaml, e.g. data.num_workers=0")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    warnings.filterwarnings("ignore", category=UserWarning)
+    torch.set_num_threads(args.threads)
+    names = ["demo", "multi30k"] if args.data == "both" else [args.data]
+    if "multi30k" in names and not (MULTI30K / "train.en.gz").is_file():
+        if args.data == "multi30k":
+            sys.exit(f"Multi30k not found at {MULTI30K} (train.{{en,de,fr,cs}}.gz)")
+        print(f"Multi30k not at {MULTI30K}: demo only", file=sys.stderr)
+        names = ["demo"]
+    results: dict[str, Any] = {"benchmark": "throughput", "config": {
+        "examples": args.examples, "chunk": args.chunk, "budget": args.budget, "tolerance": args.tolerance,
+        "threads": args.threads, "cpu_count": os.cpu_count(), "torch": torch.__version__, "overrides": args.override}}
+    tables = []
+    for name in names:
+        results[name] = run_data(name, args)
+        tables.append(format_table(name, results[name]))
+    print("\n".join(tables))
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1))
+    print(json.dumps(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()
