@@ -22,9 +22,14 @@ example longer than that sample's longest is dropped by all (counted per method)
 trains a copy of the same initial model with its own optimizer; methods take turns in chunks
 of ``--chunk`` examples so that machine noise hits them alike. Timed: the training step only
 (forward, backward, clipping, optimizer step), not data loading (dataloader workers overlap it in
-real runs). Reported: examples/s, real tokens/s (non-pad input tokens -- audio as token-equivalent
-frames -- plus target tokens), seconds to consume ``--examples`` examples, and each as a ratio to
-``fixed``. The last line printed is one JSON object with every figure.
+real runs).
+
+Accounting is per modality, because buckets make the two modalities arrive at different paces
+(large text batches wait longer to fill): each method runs until it has consumed ``--examples`` x
+(the modality's share of the mix) of each. Reported per modality: real tokens/s (non-pad input
+tokens -- audio as token-equivalent frames -- plus target tokens), padding, batch sizes; and at the
+data mix: seconds to consume 1,000 examples (sum over modalities of share x seconds per example)
+and real tokens/s, each as a ratio to ``fixed``. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -43,7 +48,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,6 +84,7 @@ def multi30k_sources(num_speech: int) -> tuple[list[dict[str, Any]], str]:
     cached by benchmarks/bucketing.py's helpers; its SentencePiece model."""
     spec = importlib.util.spec_from_file_location("bench_bucketing", REPO / "benchmarks" / "bucketing.py")
     bb = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bb  # its dataclasses look their module up while the file executes
     spec.loader.exec_module(bb)
     from nemo_emmett.data.tokenizer import cache_dir
 
@@ -125,6 +130,23 @@ def grids(plan: DataPlan, num_in: dict[str, int], num_out: dict[str, int]) -> di
 
 # ---- training ------------------------------------------------------------------------------------
 @dataclass
+class Counts:
+    examples: int = 0
+    steps: int = 0
+    seconds: float = 0.0
+    real_tokens: float = 0.0
+    padded_tokens: float = 0.0
+
+    def rates(self) -> dict[str, float]:
+        return {"examples": self.examples, "steps": self.steps, "train_seconds": round(self.seconds, 2),
+                "mean_batch_size": self.examples / max(self.steps, 1),
+                "seconds_per_example": self.seconds / max(self.examples, 1),
+                "real_tokens_per_example": self.real_tokens / max(self.examples, 1),
+                "real_tokens_per_s": self.real_tokens / max(self.seconds, 1e-9),
+                "padding_share": 1 - self.real_tokens / max(self.padded_tokens, 1e-9)}
+
+
+@dataclass
 class Run:
     method: str
     model: Any
@@ -134,24 +156,20 @@ class Run:
     clip: float | None
     ted: float
     sampling_rate: int
-    examples: int = 0
-    steps: int = 0
-    seconds: float = 0.0
-    real_tokens: float = 0.0
-    padded_tokens: float = 0.0
-    batch_sizes: list[int] = field(default_factory=list)
+    counts: dict[str, Counts] = field(default_factory=lambda: {"audio": Counts(), "text": Counts()})
 
     def step(self) -> None:
         batch = next(self.batches)
         n = len(batch["ids"])
+        c = self.counts[batch["modality"]]
         if batch["modality"] == "audio":
             frames = batch["audio_lens"].double() / self.sampling_rate / self.ted  # (B,) token-equivalents
             real_in, pad_in = float(frames.sum()), float(frames.max()) * n
         else:
             real_in, pad_in = float(batch["source_lens"].sum()), float(batch["source_lens"].max()) * n
         out_lens = batch["target_lens"]
-        self.real_tokens += real_in + float(out_lens.sum())
-        self.padded_tokens += pad_in + float(out_lens.max()) * n
+        c.real_tokens += real_in + float(out_lens.sum())
+        c.padded_tokens += pad_in + float(out_lens.max()) * n
         t = time.perf_counter()
         loss, _ = self.model.task_losses(batch)
         self.optimizer.zero_grad(set_to_none=True)
@@ -159,19 +177,30 @@ class Run:
         if self.clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
         self.optimizer.step()
-        self.seconds += time.perf_counter() - t
-        self.examples += n
-        self.steps += 1
-        self.batch_sizes.append(n)
+        c.seconds += time.perf_counter() - t
+        c.examples += n
+        c.steps += 1
 
-    def summary(self, dropped: dict[str, int]) -> dict[str, Any]:
-        return {
-            "examples": self.examples, "steps": self.steps, "train_seconds": round(self.seconds, 2),
-            "examples_per_s": self.examples / self.seconds, "real_tokens_per_s": self.real_tokens / self.seconds,
-            "seconds_per_1000_examples": 1000 * self.seconds / self.examples,
-            "padding_share": 1 - self.real_tokens / self.padded_tokens,
-            "mean_batch_size": float(np.mean(self.batch_sizes)), "dropped_no_bucket": dropped,
-        }
+    def done(self, quota: dict[str, float]) -> bool:
+        return all(self.counts[m].examples >= q for m, q in quota.items())
+
+    def summary(self, shares: dict[str, float], dropped: dict[str, int]) -> dict[str, Any]:
+        """Per modality, and at the data mix: a stream whose examples are ``shares`` audio/text costs
+        sum(share x seconds per example) per example and yields sum(share x real tokens per example)."""
+        per = {m: c.rates() for m, c in self.counts.items() if m in shares}
+        sec = sum(shares[m] * per[m]["seconds_per_example"] for m in per)
+        tok = sum(shares[m] * per[m]["real_tokens_per_example"] for m in per)
+        return {"per_modality": per, "seconds_per_1000_examples": 1000 * sec, "examples_per_s": 1 / sec,
+                "real_tokens_per_s": tok / sec, "dropped_no_bucket": dropped}
+
+
+def modality_shares(plan: DataPlan) -> dict[str, float]:
+    """Share of audio and text examples in the multiplexed stream (from the source weights)."""
+    shares: dict[str, float] = {}
+    for spec, w in zip(plan.train, plan.weights):
+        shares[spec.modality] = shares.get(spec.modality, 0.0) + w
+    total = sum(shares.values())
+    return {m: w / total for m, w in shares.items()}
 
 
 def run_data(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -213,33 +242,42 @@ def run_data(name: str, args: argparse.Namespace) -> dict[str, Any]:
         model = copy.deepcopy(base).train()
         runs[method] = Run(method, model, first_optimizer(model.configure_optimizers()), sampler, batches, clip,
                            dcfg.token_equivalent_duration, dcfg.sampling_rate)
-    while any(r.examples < args.examples for r in runs.values()):
+    shares = modality_shares(plan)
+    quota = {m: args.examples * share for m, share in shares.items()}
+    while not all(r.done(quota) for r in runs.values()):
         for r in runs.values():  # take turns so that machine noise hits every method alike
-            target = min(args.examples, r.examples + args.chunk)
-            while r.examples < target:
+            target = {m: min(q, r.counts[m].examples + args.chunk * shares[m]) for m, q in quota.items()}
+            while not r.done(target):
                 r.step()
     out = {"budget_bytes": parse_bytes(args.budget), "sources": [s.name for s in plan.train],
-           "weights": [round(w, 3) for w in plan.weights], "sizing": sizing, "methods": {}}
+           "weights": [round(w, 3) for w in plan.weights], "modality_shares": shares, "sizing": sizing,
+           "methods": {}}
     for method, r in runs.items():
-        out["methods"][method] = r.summary(dict(r.sampler.stats.dropped_no_bucket))
+        out["methods"][method] = r.summary(shares, dict(r.sampler.stats.dropped_no_bucket))
     fixed = out["methods"]["fixed"]
     out["ratios_vs_fixed"] = {
         m: {"real_tokens_per_s": s["real_tokens_per_s"] / fixed["real_tokens_per_s"],
-            "examples_per_s": s["examples_per_s"] / fixed["examples_per_s"],
-            "time_to_consume": s["seconds_per_1000_examples"] / fixed["seconds_per_1000_examples"]}
+            "time_to_consume": s["seconds_per_1000_examples"] / fixed["seconds_per_1000_examples"],
+            **{f"{mod}_real_tokens_per_s": s["per_modality"][mod]["real_tokens_per_s"]
+               / fixed["per_modality"][mod]["real_tokens_per_s"] for mod in s["per_modality"]}}
         for m, s in out["methods"].items()}
     return out
 
 
 def format_table(name: str, res: dict[str, Any]) -> str:
-    lines = [f"== {name}: budget {fmt_bytes(res['budget_bytes'])}",
-             f"  {'method':<16} {'examples':>8} {'steps':>6} {'batch':>7} {'pad%':>6} {'ex/s':>8} {'tok/s':>9} "
-             f"{'s/1000ex':>9} {'x tok/s':>8} {'x time':>7}"]
+    shares = ", ".join(f"{m} {100 * v:.0f}%" for m, v in res["modality_shares"].items())
+    lines = [f"== {name}: budget {fmt_bytes(res['budget_bytes'])}, mix {shares}",
+             f"  {'method':<16} {'modality':<6} {'examples':>8} {'steps':>6} {'batch':>7} {'pad%':>6} "
+             f"{'tok/s':>9} {'x tok/s':>8}"]
     for m, s in res["methods"].items():
         r = res["ratios_vs_fixed"][m]
-        lines.append(f"  {m:<16} {s['examples']:>8} {s['steps']:>6} {s['mean_batch_size']:>7.1f} "
-                     f"{100 * s['padding_share']:>5.1f}% {s['examples_per_s']:>8.1f} {s['real_tokens_per_s']:>9.0f} "
-                     f"{s['seconds_per_1000_examples']:>9.2f} {r['real_tokens_per_s']:>8.2f} {r['time_to_consume']:>7.2f}")
+        for mod, c in s["per_modality"].items():
+            lines.append(f"  {m:<16} {mod:<6} {c['examples']:>8} {c['steps']:>6} {c['mean_batch_size']:>7.1f} "
+                         f"{100 * c['padding_share']:>5.1f}% {c['real_tokens_per_s']:>9.0f} "
+                         f"{r[f'{mod}_real_tokens_per_s']:>8.2f}")
+        lines.append(f"  {m:<16} {'mix':<6} {'':>8} {'':>6} {'':>7} {'':>6} {s['real_tokens_per_s']:>9.0f} "
+                     f"{r['real_tokens_per_s']:>8.2f}   s/1000 examples {s['seconds_per_1000_examples']:.1f} "
+                     f"(x{r['time_to_consume']:.2f})")
     return "\n".join(lines)
 
 

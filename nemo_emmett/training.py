@@ -9,7 +9,9 @@ from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nemo_emmett.callbacks.data_stats import DataStreamStats
+from nemo_emmett.callbacks.oomptimizer import OOMptimizer
 from nemo_emmett.data.datamodule import EmmettDataModule
+from nemo_emmett.parts.mgcm_step import prepare_trainer_config
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +45,22 @@ def hydra_job_num() -> int | None:
     return int(HydraConfig.get().job.num)
 
 
+def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
+    callbacks: list[pl.Callback] = [DataStreamStats()]
+    block = cfg.get("oomptimizer")
+    oomptimizer = OOMptimizer(OmegaConf.to_container(block, resolve=True) if block is not None else None)
+    if oomptimizer.cfg.enabled:
+        callbacks.append(oomptimizer)
+    return callbacks
+
+
 def train(cfg: DictConfig) -> pl.LightningModule:
     from nemo.utils.exp_manager import exp_manager
 
     log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(cfg.seed, workers=False)  # model init; the data stream has its own data.seed
-    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), callbacks=[DataStreamStats()])
+    prepare_trainer_config(cfg)  # MGCM steps the optimizer itself: trainer.gradient_clip_val moves to model.mgcm
+    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), callbacks=build_callbacks(cfg))
     with open_dict(cfg):
         cfg.exp_manager.version = sweep_version(cfg.exp_manager.get("version"), hydra_job_num())
     exp_manager(trainer, cfg.exp_manager)

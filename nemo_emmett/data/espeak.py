@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Hashable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import partial
 
@@ -72,15 +74,21 @@ def synthesize_many(jobs: list[SpeechJob], *, sampling_rate: int = 16000, num_wo
                     desc: str = "espeak-ng") -> dict[Hashable, bytes]:
     """Synthesise every job with a process pool and a progress bar; FLAC bytes by key."""
     require_espeak()
-    # fork (where safe) starts at once and needs no re-import; results come back in any order.
-    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    # Workers come from a forkserver, never forked from this process: a fork of a process whose
+    # threads (torch, the profiler) hold locks can die or hang, and a plain Pool then waits forever.
+    # The executor raises instead when a worker dies.
+    ctx = multiprocessing.get_context("forkserver" if sys.platform.startswith("linux") else "spawn")
     out: dict[Hashable, bytes] = {}
+    fn = partial(synthesize_flac, sampling_rate=sampling_rate)
     with (
-        ctx.Pool(max(1, num_workers)) as pool,
+        ProcessPoolExecutor(max(1, num_workers), mp_context=ctx) as pool,
         tqdm(total=len(jobs), desc=desc, unit="utt", file=sys.stderr) as bar,
     ):
-        for key, data in pool.imap_unordered(partial(synthesize_flac, sampling_rate=sampling_rate), jobs,
-                                             chunksize=8):
-            out[key] = data
-            bar.update()
+        try:
+            for key, data in pool.map(fn, jobs, chunksize=8):
+                out[key] = data
+                bar.update()
+        except BrokenProcessPool as e:
+            raise RuntimeError(f"an espeak-ng synthesis worker died after {len(out)} of {len(jobs)} utterances "
+                               f"(out of memory?): {e}") from e
     return out

@@ -2,7 +2,8 @@
 validation with BLEU/chrF per direction, optimizer set-up, freezing and LoRA.
 
 A family implements three hooks: ``build_backbone`` (its modules), ``logits`` (teacher-forced
-scores aligned with ``batch["target_ids"]``) and ``generate_ids`` (decoding)."""
+scores aligned with ``batch["target_ids"]``) and ``generate_ids`` (decoding); ``backbone_dim``
+(the width the perception projects to) defaults to the backbone's input embedding width."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from nemo_emmett.models.config import ModelConfig, parse_model_config
+from nemo_emmett.modules.hf_backbone import load_hf_model
 from nemo_emmett.modules.perception import AudioPerception, build_perception
 from nemo_emmett.parts.freeze import freeze_by_regex, trainable_summary
 from nemo_emmett.parts.lora import apply_lora
-from nemo_emmett.parts.loss import loss_by_task, per_example_nll
+from nemo_emmett.parts.loss import BatchLoss, per_example_nll
 from nemo_emmett.parts.metrics import ScoreAccumulator
+from nemo_emmett.parts.mgcm_step import MGCMStep
 from nemo_emmett.parts.optim import build_optimizer_and_scheduler
 from nemo_emmett.parts.text_processor import TextProcessor
 
@@ -43,6 +46,9 @@ class TranslationModel(pl.LightningModule, ABC):
             apply_lora(self, lc.targets, r=lc.r, alpha=lc.alpha, dropout=lc.dropout)
         freeze_by_regex(self, self.cfg.freeze)
         log.info("%s: %s", type(self).__name__, trainable_summary(self))
+        # MGCM runs several backward passes per step: Lightning's manual optimization (parts/mgcm_step.py)
+        self.mgcm = MGCMStep(self.cfg.mgcm, self.named_parameters()) if self.cfg.mgcm.enabled else None
+        self.automatic_optimization = self.mgcm is None
         self.scores = ScoreAccumulator()
 
     # ---- family hooks -----------------------------------------------------------------------
@@ -50,14 +56,14 @@ class TranslationModel(pl.LightningModule, ABC):
     def build_backbone(self) -> torch.nn.Module: ...
 
     @property
-    @abstractmethod
     def backbone_dim(self) -> int:
         """Width of the backbone's input embeddings (the perception projects to it)."""
+        return self.backbone.get_input_embeddings().embedding_dim
 
     @abstractmethod
     def logits(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(B, U, V) scores for ``batch["target_ids"]`` (B, U) under teacher forcing, and the
-        auxiliary losses of the forward pass (those of :meth:`speech_embeddings`)."""
+        auxiliary losses of the forward pass per example, (B,) each (those of :meth:`speech_embeddings`)."""
 
     @abstractmethod
     def generate_ids(self, batch: dict[str, Any]) -> list[list[int]]:
@@ -74,34 +80,57 @@ class TranslationModel(pl.LightningModule, ABC):
                              "backbone.pretrained_path whose folder holds its tokenizer")
         return TextProcessor(hf_path=hf, prompt_template=t.prompt_template)
 
+    def load_hf_backbone(self, auto_cls: Any, **overrides: Any) -> torch.nn.Module:
+        """A Hugging Face model (``AutoModelForSeq2SeqLM``, ``AutoModelForCausalLM``) from
+        ``backbone.pretrained_path``, or random-init from ``backbone.config`` with the tokenizer's
+        vocabulary size and special ids (plus the family's ``overrides``)."""
+        b, t = self.cfg.backbone, self.text
+        fields = {"vocab_size": t.vocab_size, "pad_token_id": t.pad_id, "eos_token_id": t.eos_id, **overrides}
+        return load_hf_model(auto_cls, pretrained_path=b.pretrained_path, config=b.config, overrides=fields)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.backbone.get_input_embeddings()(ids)  # (B, L) -> (B, L, D)
+
     def speech_embeddings(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """(B, T, D_backbone) speech embeddings, (B,) lengths, and auxiliary losses of an audio batch
-        (``ctc``: the encoder against the source transcript, when enabled and transcripts are given)."""
+        """(B, T, D_backbone) speech embeddings, (B,) lengths, and auxiliary losses of an audio batch per
+        example, (B,) each (``ctc``: the encoder against the source transcript, when enabled and
+        transcripts are given)."""
         out = self.perception(batch["audio"], batch["audio_lens"])
         aux = {}
         if self.perception.ctc_head is not None and "transcript_ids" in batch:
-            aux["ctc"] = self.perception.ctc_loss(out, batch["transcript_ids"], batch["transcript_lens"])
+            aux["ctc"] = self.perception.ctc_loss(out, batch["transcript_ids"], batch["transcript_lens"],
+                                                  reduction="none")
         return out.embeddings, out.lengths, aux
+
+    def batch_loss(self, batch: dict[str, Any]) -> BatchLoss:
+        """The loss of the batch per example: the one place the training loss is defined."""
+        logits, aux = self.logits(batch)
+        losses, counts = per_example_nll(logits, batch["target_ids"], batch["target_lens"], self.cfg.label_smoothing)
+        return BatchLoss(losses, counts, batch["tasks"], aux, {"ctc": self.cfg.perception.ctc_weight})
 
     def task_losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The training loss of the batch (token-averaged NLL plus weighted auxiliary losses), and the
         NLL of each task in it together with each auxiliary loss, for logging."""
-        logits, aux = self.logits(batch)
-        losses, counts = per_example_nll(logits, batch["target_ids"], batch["target_lens"], self.cfg.label_smoothing)
-        loss = losses.sum() / counts.sum().clamp(min=1)
-        parts = loss_by_task(losses, counts, batch["tasks"])
-        if "ctc" in aux:
-            loss = loss + self.cfg.perception.ctc_weight * aux["ctc"]
-        return loss, {**parts, **aux}
+        loss = self.batch_loss(batch)
+        return loss.total(), loss.logged()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        if self.mgcm is not None:  # manual optimization: per-task backward passes, projection, one step
+            return self.mgcm.training_step(self, batch)
         loss, per_task = self.task_losses(batch)
+        self.log_training(batch, loss, per_task)
+        return loss
+
+    def log_training(self, batch: dict[str, Any], loss: torch.Tensor, per_task: dict[str, torch.Tensor]) -> None:
         n = len(batch["ids"])
         self.log("train_loss", loss, prog_bar=True, batch_size=n)
         for task, value in per_task.items():
             self.log(f"train_loss/{task}", value, batch_size=n)
         self.log(f"batch_size/{batch['modality']}", float(n), batch_size=n)
-        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.mgcm is not None:  # after the grad scaler unscaled the gradients: finiteness check, clipping
+            self.mgcm.before_optimizer_step(self, optimizer)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         loss, per_task = self.task_losses(batch)

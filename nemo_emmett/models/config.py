@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from nemo_emmett.modules.cross_attention import CrossAttentionConfig
 from nemo_emmett.modules.perception import PerceptionConfig
 
 
@@ -49,6 +50,40 @@ class BackboneConfig:
 
 
 @dataclass
+class MGCMConfig:
+    """Modular gradient conflict mitigation (``nemo_emmett/parts/mgcm.py``, wiring in ``parts/mgcm_step.py``)."""
+
+    enabled: bool = False
+    """True: manual optimization; per-task backward passes; each auxiliary task's gradient is projected,
+    module by module, off the primary one where they conflict (negative cosine)."""
+    primary_task: str = "st"
+    """The task whose gradient is never changed (a value of ``batch["tasks"]``)."""
+    granularity: str = "module"
+    """``tensor`` (each parameter), ``module`` (the owning submodule, or ``module_patterns``) or
+    ``component`` (``components``)."""
+    module_patterns: list[str] = field(default_factory=list)
+    """``module`` granularity: regexes (full match over parameter names) with one capture group that
+    names the module, e.g. ``'(backbone\\.(?:en|de)coder\\.block\\.\\d+\\.layer\\.\\d+)\\..*'`` (a T5
+    sub-layer); parameters matching none go by their owning submodule."""
+    components: dict[str, str] | None = None
+    """``component`` granularity: {name: regex (full match over parameter names)}; the first match names
+    a parameter's component, every parameter must match one. The modular-components (MAMMOTH)
+    issue will supply these names."""
+    module_types: dict[str, str] | None = None
+    """Types for the logged statistics, {type: regex over a module's first parameter name}, first
+    match wins, else ``other``; null: ``parts.mgcm.DEFAULT_MODULE_TYPES`` (embeddings, perception,
+    encoder, decoder)."""
+    log_every_n_steps: int | None = None
+    """Statistics are averaged over this many steps and logged at the window's end; null: the
+    trainer's ``log_every_n_steps`` (use a multiple of it, loggers write on its steps)."""
+    gradient_clip_val: float | None = None
+    """Gradient clipping, done by the MGCM step (Lightning refuses ``trainer.gradient_clip_val`` with
+    manual optimization; ``examples/train.py`` moves it here)."""
+    gradient_clip_algorithm: str = "norm"
+    """``norm`` or ``value``."""
+
+
+@dataclass
 class ModelConfig:
     """Shared by every model family."""
 
@@ -64,6 +99,7 @@ class ModelConfig:
     })
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     label_smoothing: float = 0.0
+    mgcm: MGCMConfig = field(default_factory=MGCMConfig)
 
 
 @dataclass
@@ -77,5 +113,18 @@ def parse_model_config(cfg: DictConfig | dict | ModelConfig, schema: type = Salm
         return cfg
     if isinstance(cfg, DictConfig):  # resolve ${...} against the full config the node belongs to
         cfg = OmegaConf.to_container(cfg, resolve=True)
-    merged = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(cfg))
-    return OmegaConf.to_object(merged)
+    cfg = dict(cfg)
+    optim = cfg.pop("optim", None)
+    merged = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(cfg)))
+    if optim is not None:  # each block given replaces the default one whole (SGD must not inherit AdamW's betas)
+        merged.optim = {**merged.optim, **dict(optim)}
+    return merged
+
+
+@dataclass
+class BestowGptConfig(ModelConfig):
+    """BESTOW-GPT: the prompt's text embeddings cross-attend to speech, then a decoder-only LLM."""
+
+    cross_attention: CrossAttentionConfig = field(default_factory=CrossAttentionConfig)
+    freeze: list[str] = field(default_factory=lambda: [r"backbone\.(?!.*lora_).*"])
+    """A pretrained LLM stays frozen (its LoRA adapters, when ``lora`` is set, train); [] trains it all."""

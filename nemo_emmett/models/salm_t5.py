@@ -9,7 +9,7 @@ import torch
 
 from nemo_emmett.models.base import TranslationModel
 from nemo_emmett.models.config import SalmT5Config
-from nemo_emmett.modules.hf_backbone import load_hf_model
+from nemo_emmett.parts.decoding import strip_eos
 from nemo_emmett.parts.sequence import concat_padded, lengths_to_mask
 
 AUDIO_POSITIONS = ("before_prompt", "after_prompt")
@@ -23,21 +23,10 @@ class SalmT5(TranslationModel):
 
         if self.cfg.audio_position not in AUDIO_POSITIONS:
             raise ValueError(f"model.audio_position must be one of {AUDIO_POSITIONS}, got {self.cfg.audio_position!r}")
-        b, t = self.cfg.backbone, self.text
-        overrides = {"vocab_size": t.vocab_size, "pad_token_id": t.pad_id, "eos_token_id": t.eos_id,
-                     "decoder_start_token_id": t.pad_id}
-        model = load_hf_model(AutoModelForSeq2SeqLM, pretrained_path=b.pretrained_path, config=b.config,
-                              overrides=overrides)
+        model = self.load_hf_backbone(AutoModelForSeq2SeqLM, decoder_start_token_id=self.text.pad_id)
         if model.config.is_encoder_decoder is not True:
             raise ValueError(f"SALM-T5 needs an encoder-decoder backbone; {type(model).__name__} is not one")
         return model
-
-    @property
-    def backbone_dim(self) -> int:
-        return self.backbone.get_input_embeddings().embedding_dim
-
-    def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.backbone.get_input_embeddings()(ids)  # (B, L) -> (B, L, D)
 
     def encoder_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """(B, S, D) encoder input embeddings, their (B, S) mask, and auxiliary losses."""
@@ -65,8 +54,4 @@ class SalmT5(TranslationModel):
         out = self.backbone.generate(inputs_embeds=x, attention_mask=mask.long(), num_beams=d.beam_size,
                                      max_new_tokens=d.max_new_tokens, length_penalty=d.length_penalty,
                                      do_sample=False, use_cache=True)  # (B, 1 + generated)
-        eos = self.text.eos_id
-        result = []
-        for row in out[:, 1:].tolist():  # drop the decoder start token
-            result.append(row[: row.index(eos)] if eos in row else row)
-        return result
+        return strip_eos(out[:, 1:].tolist(), self.text.eos_id)  # without the decoder start token

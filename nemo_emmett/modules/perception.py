@@ -85,11 +85,20 @@ class AudioPerception(nn.Module):
         enc = enc.transpose(1, 2)  # (B, T, D_enc)
         return PerceptionOutput(self.adapter(enc, enc_lens), enc_lens, enc)
 
-    def ctc_loss(self, out: PerceptionOutput, ids: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
-        """Mean CTC loss of the encoder output against token ids (B, U) with lengths (B,)."""
+    def ctc_loss(self, out: PerceptionOutput, ids: torch.Tensor, lens: torch.Tensor,
+                 reduction: str = "mean") -> torch.Tensor:
+        """CTC loss of the encoder output against token ids (B, U) with lengths (B,): ``mean`` over
+        the batch of each example's loss divided by its target length, or those (B,) per-example
+        values (``reduction="none"``; their mean is the ``mean``)."""
+        if reduction not in ("mean", "none"):
+            raise ValueError(f"ctc_loss reduction must be 'mean' or 'none', got {reduction!r}")
         log_probs = self.ctc_head(out.encoded).float().log_softmax(-1).transpose(0, 1)  # (T, B, V + 1)
         blank = self.ctc_head.out_features - 1
-        return F.ctc_loss(log_probs, ids, out.lengths.long(), lens.long(), blank=blank, zero_infinity=True)
+        if reduction == "mean":
+            return F.ctc_loss(log_probs, ids, out.lengths.long(), lens.long(), blank=blank, zero_infinity=True)
+        losses = F.ctc_loss(log_probs, ids, out.lengths.long(), lens.long(), blank=blank, zero_infinity=True,
+                            reduction="none")  # (B,)
+        return losses / lens.clamp(min=1).to(losses.dtype)
 
 
 def default_module_configs(cfg: PerceptionConfig) -> dict[str, dict[str, Any]]:
@@ -104,6 +113,9 @@ def default_module_configs(cfg: PerceptionConfig) -> dict[str, dict[str, Any]]:
             "subsampling": "dw_striding", "subsampling_factor": cfg.subsampling_factor,
             "subsampling_conv_channels": cfg.subsampling_conv_channels, "dropout": cfg.dropout,
             "dropout_pre_encoder": cfg.dropout, "dropout_emb": 0.0, "dropout_att": cfg.dropout,
+            # No all_reduce inside forward: under DDP one rank may hold a text batch while another
+            # holds audio, and a collective that only the audio ranks enter would hang the run.
+            "sync_max_audio_length": False,
         },
     }
 
@@ -119,6 +131,8 @@ def build_perception(cfg: PerceptionConfig, output_dim: int, vocab_size: int) ->
 
         asr = ASRModel.restore_from(str(path), map_location="cpu")
         preprocessor, encoder = asr.preprocessor, asr.encoder
+        if hasattr(encoder, "sync_max_audio_length"):  # see default_module_configs: no collective in forward
+            encoder.sync_max_audio_length = False
     else:
         defaults = default_module_configs(cfg)
         preprocessor = Serialization.from_config_dict(cfg.preprocessor or defaults["preprocessor"])

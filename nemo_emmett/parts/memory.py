@@ -118,14 +118,37 @@ def _quiet_stderr():
         os.close(saved)
 
 
+class PeakMeter:
+    """``start(resident)`` ... ``stop() -> PeakMemory`` around a piece of work on ``device``."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._cpu = CpuAllocationPeak()
+        self._resident = 0
+
+    def start(self, resident: int) -> None:
+        """``resident``: bytes alive before the work (CPU; on GPU the allocator already counts them)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._resident = torch.cuda.memory_allocated(self.device)
+        else:
+            self._resident = resident
+            self._cpu.start()
+
+    def stop(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return PeakMemory(self._resident, torch.cuda.max_memory_allocated(self.device) - self._resident)
+        return PeakMemory(self._resident, self._cpu.stop())
+
+
 def measure_peak(fn: Callable[[], object], *, device: torch.device, resident: int) -> PeakMemory:
-    """Run ``fn`` once and return its measured peak; ``resident``: bytes alive before it (on GPU the
-    allocator already counts them, so ``extra`` is what the peak adds to the current allocation)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
+    """Run ``fn`` once and return its measured peak (see :class:`PeakMeter`)."""
+    meter = PeakMeter(device)
+    meter.start(resident)
+    try:
         fn()
-        torch.cuda.synchronize(device)
-        return PeakMemory(resident=before, extra=torch.cuda.max_memory_allocated(device) - before)
-    return PeakMemory(resident=resident, extra=cpu_allocation_peak(fn))
+    finally:
+        peak = meter.stop()
+    return peak

@@ -31,3 +31,12 @@ def lengths_to_mask(lens: torch.Tensor, max_len: int | None = None) -> torch.Ten
     """(B,) lengths -> (B, L) bool mask, True on valid positions."""
     max_len = int(lens.max()) if max_len is None else max_len
     return torch.arange(max_len, device=lens.device)[None, :] < lens[:, None]
+
+
+def right_align(x: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+    """Move each row's first ``lens[b]`` entries to the end (left padding, as decoder-only prompts
+    want: the answer then starts at the same column in every row). x: (B, L, ...) -> (B, L, ...)."""
+    B, L = x.shape[:2]
+    shift = (L - lens)[:, None]  # (B, 1)
+    src = (torch.arange(L, device=x.device)[None, :] - shift) % L  # (B, L): column each output reads
+    return x.gather(1, src.view(B, L, *([1] * (x.dim() - 2))).expand_as(x))

@@ -46,7 +46,11 @@ class TextProcessor:
 
     @property
     def pad_id(self) -> int:
-        return self.tok.pad_id() if self.spm_path else self.tok.pad_token_id
+        """Padding id; EOS for Hugging Face tokenizers without one (GPT-2, Llama): padding is
+        masked by lengths everywhere, so its value never reaches a loss."""
+        if self.spm_path:
+            return self.tok.pad_id()
+        return self.eos_id if self.tok.pad_token_id is None else self.tok.pad_token_id
 
     @property
     def eos_id(self) -> int:

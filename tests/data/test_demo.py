@@ -7,7 +7,7 @@ import pytest
 import yaml
 from num2words import num2words
 
-from nemo_emmett.data import demo, espeak
+from nemo_emmett.data import demo
 from nemo_emmett.data.demo import DemoCorpusConfig, balanced_sample, build_demo_corpus, split_numbers
 from nemo_emmett.data.examples import (
     example_id,
@@ -131,7 +131,7 @@ def test_cached_corpus_is_not_rebuilt(built, monkeypatch):
     def refuse(*args, **kwargs):
         raise RuntimeError("synthesize called")
 
-    monkeypatch.setattr(espeak, "synthesize", refuse)
+    monkeypatch.setattr(demo, "synthesize_many", refuse)
     again = build_demo_corpus(tiny(built.root))
     assert again.sources == built.sources
 
@@ -146,7 +146,7 @@ def test_folder_without_marker_is_rebuilt(tmp_path, monkeypatch):
         raise RuntimeError("synthesize called")
 
     with monkeypatch.context() as m:
-        m.setattr(espeak, "synthesize", refuse)
+        m.setattr(demo, "synthesize_many", refuse)  # runs in this process
         with pytest.raises(RuntimeError, match="synthesize called"):
             build_demo_corpus(cfg)
     assert [p.name for p in tmp_path.iterdir()] == ["corpus"]  # the failed build left no temporary folder
