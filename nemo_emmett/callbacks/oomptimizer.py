@@ -28,7 +28,6 @@ import lightning.pytorch as pl
 import torch
 from tqdm.auto import tqdm
 
-from nemo_emmett.data.bucketing import BucketGrid
 from nemo_emmett.data.sampler import ModalityBuckets
 from nemo_emmett.parts.batch_search import NothingFits, find_max_batch
 from nemo_emmett.parts.memory import PeakMeter, resident_bytes
@@ -90,6 +89,10 @@ def fmt_bytes(n: int | None) -> str:
 
 
 def resolve_budget(cfg: OOMptimizerConfig, device: torch.device) -> int:
+    if not 0 < cfg.memory_fraction <= 1:
+        raise ValueError(f"oomptimizer.memory_fraction must be in (0, 1], got {cfg.memory_fraction}")
+    if not 0 <= cfg.headroom < 1:
+        raise ValueError(f"oomptimizer.headroom must be in [0, 1), got {cfg.headroom}")
     if cfg.memory_budget is not None:
         budget = parse_bytes(cfg.memory_budget)
     elif device.type == "cuda":
@@ -284,8 +287,6 @@ def plan_batch_sizes(model: Any, bins: dict[str, list[tuple[float, float]]], set
                                 token_equivalent_duration=setting.token_equivalent_duration,
                                 sampling_rate=setting.sampling_rate)
 
-    if not 0 <= cfg.headroom < 1:
-        raise ValueError(f"oomptimizer.headroom must be in [0, 1), got {cfg.headroom}")
     margin += int(cfg.headroom * budget)
     probe = StepProbe(model, make_batch=make_batch, device=device, budget=budget, margin=margin,
                       forward_context=forward_context, use_grad_scaler=use_grad_scaler,
@@ -346,20 +347,19 @@ class OOMptimizer(pl.Callback):
             raise RuntimeError("OOMptimizer needs an EmmettDataModule set up before fit (its plan holds the buckets)")
         result = agree_across_ranks(trainer, measure_for_trainer(trainer, trainer.datamodule, pl_module, self.cfg))
         for modality, mb in plan.buckets.items():
-            plan.buckets[modality] = ModalityBuckets(BucketGrid(mb.grid.bins, outliers=mb.grid.outliers),
-                                                     result.batch_sizes(modality))
+            plan.buckets[modality] = ModalityBuckets(mb.grid, result.batch_sizes(modality))
         if self.cfg.output and trainer.is_global_zero:
             save_json(Path(self.cfg.output), result.bucket_file())
         self.result = result
 
     # ---- measuring real steps against the budget ---------------------------------------------
-    def _measuring(self, trainer: pl.Trainer) -> bool:
+    def _measuring(self) -> bool:
         n = self.cfg.measure_steps
         return self.result is not None and (n < 0 or self._steps_measured < n)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
-        if not self._measuring(trainer):
+        if not self._measuring():
             return
         if self._meter is None or self._meter.device != pl_module.device:
             self._meter = PeakMeter(pl_module.device)
@@ -367,7 +367,7 @@ class OOMptimizer(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if not self._measuring(trainer):
+        if not self._measuring():
             return
         peak = self._meter.stop().peak
         self._steps_measured += 1

@@ -11,6 +11,7 @@ from nemo_emmett.callbacks.oomptimizer import (
     ProbeSetting,
     parse_bytes,
     plan_batch_sizes,
+    resolve_budget,
     search_order,
 )
 from nemo_emmett.data.bucketing import load_bucket_file
@@ -153,3 +154,11 @@ def test_parse_bytes(text, expected):
 def test_parse_bytes_rejects(bad):
     with pytest.raises(ValueError, match="memory_budget"):
         parse_bytes(bad)
+
+
+@pytest.mark.parametrize("field,value", [("memory_fraction", 1.5), ("memory_fraction", 0.0), ("headroom", 1.0),
+                                         ("headroom", -0.1)])
+def test_out_of_range_settings_name_the_key(field, value):
+    cfg = OOMptimizerConfig(memory_budget="1GiB", **{field: value})
+    with pytest.raises(ValueError, match=f"oomptimizer.{field}"):
+        resolve_budget(cfg, torch.device("cpu"))
