@@ -39,15 +39,16 @@ class TranslationModel(pl.LightningModule, ABC):
         self.cfg = parse_model_config(plain, self.config_class)
         self.text = self._build_text_processor()
         self.backbone = self.build_backbone()
-        self.perception: AudioPerception = build_perception(self.cfg.perception, self.backbone_dim,
-                                                            self.text.vocab_size)
+        self.perception: AudioPerception | None = (
+            build_perception(self.cfg.perception, self.backbone_dim, self.text.vocab_size) if self.uses_audio else None)
         if self.cfg.lora is not None:
             lc = self.cfg.lora
             apply_lora(self, lc.targets, r=lc.r, alpha=lc.alpha, dropout=lc.dropout)
         freeze_by_regex(self, self.cfg.freeze)
         log.info("%s: %s", type(self).__name__, trainable_summary(self))
         # MGCM runs several backward passes per step: Lightning's manual optimization (parts/mgcm_step.py)
-        self.mgcm = MGCMStep(self.cfg.mgcm, self.named_parameters()) if self.cfg.mgcm.enabled else None
+        self.mgcm = (MGCMStep(self.cfg.mgcm, self.named_parameters(), components=self.mgcm_components())
+                     if self.cfg.mgcm.enabled else None)
         self.automatic_optimization = self.mgcm is None
         self.scores = ScoreAccumulator()
 
@@ -59,6 +60,16 @@ class TranslationModel(pl.LightningModule, ABC):
     def backbone_dim(self) -> int:
         """Width of the backbone's input embeddings (the perception projects to it)."""
         return self.backbone.get_input_embeddings().embedding_dim
+
+    @property
+    def uses_audio(self) -> bool:
+        """Whether the model has a speech perception (a text-only family or task table has none)."""
+        return True
+
+    def mgcm_components(self) -> dict[str, str] | None:
+        """MGCM ``component`` granularity without ``mgcm.components``: {component: regex over parameter
+        names} from the model's own named components (modular models); None: the config must give them."""
+        return None
 
     @abstractmethod
     def logits(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -97,6 +108,8 @@ class TranslationModel(pl.LightningModule, ABC):
         transcripts are given)."""
         out = self.perception(batch["audio"], batch["audio_lens"])
         aux = {}
+        if self.perception is None:
+            raise ValueError("an audio batch reached a model without speech perception (no audio task)")
         if self.perception.ctc_head is not None and "transcript_ids" in batch:
             aux["ctc"] = self.perception.ctc_loss(out, batch["transcript_ids"], batch["transcript_lens"],
                                                   reduction="none")

@@ -178,7 +178,10 @@ class MGCMStep:
     """The training step of a :class:`TranslationModel` with MGCM on; built in the model's ``__init__``
     (after freezing: only trainable parameters are grouped)."""
 
-    def __init__(self, cfg: MGCMConfig, named_parameters: Iterable[tuple[str, nn.Parameter]]):
+    def __init__(self, cfg: MGCMConfig, named_parameters: Iterable[tuple[str, nn.Parameter]], *,
+                 components: dict[str, str] | None = None):
+        """``components``: the model's named components (``component`` granularity when ``cfg.components``
+        is null)."""
         if cfg.gradient_clip_algorithm not in ("norm", "value"):
             raise ValueError(f"mgcm.gradient_clip_algorithm must be 'norm' or 'value', got {cfg.gradient_clip_algorithm!r}")
         if cfg.log_every_n_steps is not None and cfg.log_every_n_steps < 1:
@@ -186,7 +189,7 @@ class MGCMStep:
         self.cfg = cfg
         names = [n for n, p in named_parameters if p.requires_grad]
         self.groups = group_parameters(names, granularity=cfg.granularity, module_patterns=cfg.module_patterns,
-                                       components=cfg.components)
+                                       components=cfg.components if cfg.components is not None else components)
         types = cfg.module_types if cfg.module_types is not None else DEFAULT_MODULE_TYPES
         group_types = [module_type(members[0], types) for members in self.groups.values()]
         self.type_names = list(dict.fromkeys(group_types))

@@ -1,0 +1,224 @@
+"""Modular multilingual translation (MAMMOTH): an encoder-decoder built from named, shared components.
+
+Each task (``model.modular.tasks``) runs its own chain: the shared speech perception (audio tasks)
+or its source embedding, then one encoder stack per position, then one decoder stack per position
+over its target embedding, whose weights also score the output. Components are shared across
+tasks by name (``parts/sharing.py``). A batch may hold several tasks (an audio batch mixes ST and
+ASR): its examples are routed by direction, and only the components of the tasks present run,
+so the others get no gradient (``None``) and the optimizer leaves them and their state alone.
+
+The encoder input is ``[speech ; prompt]`` (audio) or ``[prompt ; source]`` (text), as in SALM-T5,
+plus sinusoidal positions; the decoder starts from the pad id, as T5 does.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from typing import Any
+
+import torch
+from torch import nn
+
+from nemo_emmett.models.base import TranslationModel
+from nemo_emmett.models.modular_config import ModularModelConfig, ModularTaskConfig, check_modular
+from nemo_emmett.modules.components import ComponentBank, component_path
+from nemo_emmett.modules.transformer import KVCache, sinusoidal_positions
+from nemo_emmett.parts.decoding import decode
+from nemo_emmett.parts.sequence import concat_padded, lengths_to_mask
+from nemo_emmett.parts.text_processor import TextProcessor
+
+log = logging.getLogger(__name__)
+
+PERCEPTION = "perception.full"
+
+
+class TaskPrompts(TextProcessor):
+    """Prompts per task (direction): a tag only where the task's decoder needs one."""
+
+    def __init__(self, *, templates: dict[str, str], **kw: Any):
+        super().__init__(**kw)
+        self.templates = templates
+
+    def prompt_ids(self, *, task: str, source_lang: str, target_lang: str) -> list[int]:
+        key = f"{task}:{source_lang}-{target_lang}"
+        if key not in self.templates:
+            raise KeyError(f"no modular task for direction {key}; tasks: {sorted(self.templates)}")
+        text = self.templates[key].format(task=task, source_lang=source_lang, target_lang=target_lang)
+        return self.encode(text) if text else []
+
+
+def take_rows(batch: dict[str, Any], index: torch.Tensor) -> dict[str, Any]:
+    """The examples ``index`` (N,) of a collated batch: every per-example tensor and list."""
+    B = len(batch["ids"])
+    rows = index.tolist()
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == B:
+            out[k] = v[index.to(v.device)]
+        elif isinstance(v, list) and len(v) == B:
+            out[k] = [v[i] for i in rows]
+        else:
+            out[k] = v
+    return out
+
+
+class ModularTranslation(TranslationModel):
+    config_class = ModularModelConfig
+
+    # ---- building ---------------------------------------------------------------------------
+    def _build_text_processor(self) -> TextProcessor:
+        check_modular(self.cfg.modular)
+        base = super()._build_text_processor()
+        templates = {t.direction: t.prompt for t in self.cfg.modular.tasks}
+        return TaskPrompts(templates=templates, spm_path=base.spm_path, hf_path=base.hf_path,
+                           prompt_template=base.prompt_template)
+
+    def build_backbone(self) -> nn.Module:
+        m = self.cfg.modular
+        self.tasks = {t.direction: t for t in m.tasks}
+        return ComponentBank(m, vocab_size=self.text.vocab_size, pad_id=self.text.pad_id)
+
+    @property
+    def uses_audio(self) -> bool:
+        return any(t.perception is not None for t in self.cfg.modular.tasks)
+
+    @property
+    def backbone_dim(self) -> int:
+        return self.cfg.modular.d_model
+
+    # ---- components -------------------------------------------------------------------------
+    def component_modules(self) -> dict[str, nn.Module]:
+        """Every component by name (the speech perception is ``perception.full``)."""
+        out = dict(self.backbone.items())
+        if self.perception is not None:
+            out[PERCEPTION] = self.perception
+        return out
+
+    def component_prefixes(self) -> dict[str, str]:
+        """Component name -> the parameter-name prefix of its parameters (``backbone.components.encoder.0.en.``)."""
+        out = {name: f"backbone.{component_path(name)}." for name, _ in self.backbone.items()}
+        if self.perception is not None:
+            out[PERCEPTION] = "perception."
+        return out
+
+    def component_of(self) -> dict[str, str]:
+        """Parameter name -> its component. Every parameter of the model belongs to exactly one."""
+        prefixes = self.component_prefixes()
+        out = {}
+        for pname, _ in self.named_parameters():
+            owner = next((c for c, pre in prefixes.items() if pname.startswith(pre)), None)
+            if owner is None:
+                raise RuntimeError(f"parameter {pname!r} belongs to no component")
+            out[pname] = owner
+        return out
+
+    def mgcm_components(self) -> dict[str, str] | None:
+        """MGCM ``component`` granularity: one module per named component."""
+        return {name: re.escape(prefix) + ".*" for name, prefix in self.component_prefixes().items()}
+
+    def task_for(self, task: str, source_lang: str, target_lang: str) -> ModularTaskConfig:
+        key = f"{task}:{source_lang}-{target_lang}"
+        t = self.tasks.get(key)
+        if t is None:
+            raise KeyError(f"no modular task for direction {key}; model.modular.tasks has {sorted(self.tasks)}")
+        return t
+
+    def task_groups(self, batch: dict[str, Any]) -> list[tuple[ModularTaskConfig, torch.Tensor]]:
+        """The batch's tasks in order of first appearance, each with the (N,) indices of its examples."""
+        rows: dict[str, list[int]] = {}
+        for i, key in enumerate(zip(batch["tasks"], batch["source_langs"], batch["target_langs"])):
+            rows.setdefault(self.task_for(*key).direction, []).append(i)
+        return [(self.tasks[d], torch.tensor(idx, dtype=torch.long)) for d, idx in rows.items()]
+
+    # ---- forward ----------------------------------------------------------------------------
+    def _embed(self, name: str, ids: torch.Tensor) -> torch.Tensor:
+        return self.backbone[name](ids) * math.sqrt(self.cfg.modular.d_model)  # (B, L) -> (B, L, D)
+
+    @staticmethod
+    def _add_positions(x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        pos = torch.arange(start, start + x.shape[1], device=x.device)
+        return x + sinusoidal_positions(pos, x.shape[2]).to(x.dtype)[None]  # (B, L, D)
+
+    def encode(self, batch: dict[str, Any], task: ModularTaskConfig,
+               speech: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, S, D) memory and its (B, S) mask for examples of one task."""
+        prompt = (self._embed(task.source_embed, batch["prompt_ids"]), batch["prompt_lens"])
+        second = speech if speech is not None else (self._embed(task.source_embed, batch["source_ids"]),
+                                                    batch["source_lens"])
+        parts = [second, prompt] if speech is not None else [prompt, second]
+        x, lens = concat_padded(parts)
+        mask = lengths_to_mask(lens, x.shape[1])
+        x = self._add_positions(x)
+        for name in task.encoder:
+            x = self.backbone[name](x, mask)
+        return x, mask
+
+    def decode_states(self, task: ModularTaskConfig, tokens: torch.Tensor, memory: torch.Tensor,
+                      memory_mask: torch.Tensor, cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
+        """(B, U) decoder input ids -> (B, U, V) scores over the task's target vocabulary (tied weights)."""
+        x = self._add_positions(self._embed(task.target_embed, tokens), start)
+        first = 0
+        for name in task.decoder:
+            stack = self.backbone[name]
+            x = stack(x, memory_mask, memory, cache, first)
+            first += len(stack.layers)
+        return x @ self.backbone[task.target_embed].weight.T  # (B, U, D) @ (D, V)
+
+    def _speech(self, batch: dict[str, Any]) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, dict]:
+        if batch["modality"] != "audio":
+            return None, {}
+        emb, lens, aux = self.speech_embeddings(batch)
+        return (emb, lens), aux
+
+    def logits(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        speech, aux = self._speech(batch)  # the perception is shared: once for the whole batch
+        targets = batch["target_ids"]  # (B, U)
+        start = torch.full_like(targets[:, :1], self.text.pad_id)
+        decoder_in = torch.cat([start, targets[:, :-1]], dim=1)  # (B, U): shifted right
+        groups = self.task_groups(batch)
+        pieces, order = [], []
+        for task, idx in groups:
+            sub = batch if len(groups) == 1 else take_rows(batch, idx)
+            sub_speech = None if speech is None else (speech if len(groups) == 1 else
+                                                      (speech[0][idx], speech[1][idx]))
+            memory, mask = self.encode(sub, task, sub_speech)
+            pieces.append(self.decode_states(task, decoder_in if len(groups) == 1 else decoder_in[idx], memory, mask))
+            order.append(idx)
+        if len(groups) == 1:
+            return pieces[0], aux
+        inverse = torch.argsort(torch.cat(order))  # back to the batch's order
+        return torch.cat(pieces)[inverse.to(targets.device)], aux  # (B, U, V)
+
+    @torch.no_grad()
+    def generate_ids(self, batch: dict[str, Any]) -> list[list[int]]:
+        speech, _ = self._speech(batch)
+        d = self.cfg.decoding
+        out: list[list[int] | None] = [None] * len(batch["ids"])
+        for task, idx in self.task_groups(batch):
+            sub = take_rows(batch, idx)
+            memory, mask = self.encode(sub, task, None if speech is None else (speech[0][idx], speech[1][idx]))
+            n_layers = sum(len(self.backbone[name].layers) for name in task.decoder)
+            state = {"cache": KVCache([None] * n_layers, [None] * n_layers), "memory": memory, "mask": mask, "t": 0}
+
+            def step(tokens: torch.Tensor, st: dict, task=task) -> tuple[torch.Tensor, dict]:
+                scores = self.decode_states(task, tokens[:, None], st["memory"], st["mask"], st["cache"], st["t"])
+                return scores[:, -1].float().log_softmax(-1), {**st, "t": st["t"] + 1}  # (N, V)
+
+            def reorder(st: dict, rows: torch.Tensor) -> dict:
+                return {**st, "cache": st["cache"].select(rows), "memory": st["memory"][rows], "mask": st["mask"][rows]}
+
+            first = torch.full((len(idx),), self.text.pad_id, dtype=torch.long, device=memory.device)
+            log_probs, state = step(first, state)
+            ids = decode(step, reorder, log_probs, state, beam_size=d.beam_size, eos_id=self.text.eos_id,
+                         max_new_tokens=d.max_new_tokens, length_penalty=d.length_penalty)
+            for i, row in zip(idx.tolist(), ids):
+                out[i] = row
+        return out
+
+    # ---- reporting --------------------------------------------------------------------------
+    def parameters_per_task(self) -> dict[str, int]:
+        """Parameters each task runs (its components' sizes summed)."""
+        sizes = {name: sum(p.numel() for p in m.parameters()) for name, m in self.component_modules().items()}
+        return {t.name: sum(sizes[c] for c in t.components()) for t in self.cfg.modular.tasks}
