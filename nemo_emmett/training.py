@@ -22,7 +22,8 @@ def build_model(cfg: DictConfig, tokenizer_path: str) -> pl.LightningModule:
     model_cfg = cfg.model.copy()
     with open_dict(model_cfg):
         tok = model_cfg.setdefault("tokenizer", {})
-        if tok.get("spm_path") is None and tok.get("hf_path") is None and model_cfg.backbone.get("pretrained_path") is None:
+        pretrained = (model_cfg.get("backbone") or {}).get("pretrained_path")
+        if tok.get("spm_path") is None and tok.get("hf_path") is None and pretrained is None:
             tok["spm_path"] = tokenizer_path
     return get_class(cfg.model_class)(model_cfg)
 

@@ -1,0 +1,174 @@
+"""ModularTranslation: components per task, sparse steps, routing, decoding, errors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from nemo_emmett.data.dataset import collate
+from nemo_emmett.data.examples import make_text_example
+from nemo_emmett.data.sampler import Batch
+from nemo_emmett.models.modular import ModularTranslation
+from nemo_emmett.parts.optim import build_optimizer_and_scheduler
+from tests.models.conftest import TINY_PERCEPTION
+
+
+def task(name, t, s, g, enc, dec, perception=None, prompt="<{target_lang}>"):
+    return {"name": name, "task": t, "source_lang": s, "target_lang": g, "encoder": enc, "decoder": dec,
+            "perception": perception, "prompt": prompt}
+
+
+TASKS = [
+    task("mt_en-de", "mt", "en", "de", ["encoder.0.en", "encoder.1.full"], ["decoder.0.full", "decoder.1.de"]),
+    task("mt_de-en", "mt", "de", "en", ["encoder.0.de", "encoder.1.full"], ["decoder.0.full", "decoder.1.en"]),
+    task("mt_en-fr", "mt", "en", "fr", ["encoder.0.en", "encoder.1.full"], ["decoder.0.full", "decoder.1.fr"],
+         prompt=""),
+]
+
+
+def modular_cfg(spm_path, tasks=TASKS, **modular):
+    return {"tokenizer": {"spm_path": spm_path}, "perception": dict(TINY_PERCEPTION),
+            "optim": {"optimizer": {"_target_": "torch.optim.AdamW", "lr": 1e-2, "weight_decay": 0.1},
+                      "lr_scheduler": None},
+            "modular": {"d_model": 32, "n_heads": 4, "d_ff": 64, "dropout": 0.0, "encoder_layers": [1, 1],
+                        "decoder_layers": [1, 1], "tasks": copy.deepcopy(tasks), **modular}}
+
+
+def text_batch(model, directions, texts=("one hundred and nine", "hundert neun")):
+    exs = [make_text_example(example_id=f"x{i}", source_text=texts[i % 2], target_text=texts[(i + 1) % 2],
+                             source_lang=s, target_lang=g, dataset="d") for i, (s, g) in enumerate(directions)]
+    return collate(Batch("text", 0, 99, 99, exs, [(1, 1)] * len(exs)), sampling_rate=16000, text=model.text)
+
+
+@pytest.fixture
+def model(spm_path, one_torch_thread):
+    torch.manual_seed(0)
+    return ModularTranslation(modular_cfg(spm_path))
+
+
+def test_components_are_built_once_and_named(model):
+    assert sorted(model.component_modules()) == sorted([
+        "embed.full", "encoder.0.en", "encoder.0.de", "encoder.1.full", "decoder.0.full", "decoder.1.de",
+        "decoder.1.en", "decoder.1.fr"])
+    assert model.perception is None  # no audio task: no speech encoder
+    owners = model.component_of()
+    assert set(owners.values()) == set(model.component_modules())
+    assert owners["backbone.components.encoder.1.full.layers.0.attn.q.weight"] == "encoder.1.full"
+    sizes = model.parameters_per_task()
+    assert sizes["mt_en-de"] == sizes["mt_de-en"] == sizes["mt_en-fr"]
+    assert sizes["mt_en-de"] < sum(p.numel() for p in model.parameters())
+
+
+def test_a_step_touches_exactly_its_task_components(model):
+    opt = build_optimizer_and_scheduler(model, model.cfg.optim)["optimizer"]
+    for directions in ([("en", "de"), ("de", "en"), ("en", "fr")], [("en", "de"), ("en", "de")]):
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        state_steps = {n: float(opt.state[p]["step"]) if p in opt.state else 0.0 for n, p in model.named_parameters()}
+        opt.zero_grad(set_to_none=True)
+        loss, _ = model.task_losses(text_batch(model, directions))
+        loss.backward()
+        opt.step()
+    used = set(model.tasks["mt:en-de"].components())
+    owners = model.component_of()
+    for n, p in model.named_parameters():
+        if owners[n] in used:
+            assert p.grad is not None, n
+            assert float(opt.state[p]["step"]) == state_steps[n] + 1, n
+        else:  # no gradient, no update (AdamW's weight decay included), Adam state untouched
+            assert p.grad is None, n
+            assert torch.equal(p, before[n]), n
+            assert float(opt.state[p]["step"]) == state_steps[n], n
+    changed = {owners[n] for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed == used
+
+
+def test_a_mixed_batch_routes_each_example_to_its_task(model):
+    model.eval()
+    mixed = text_batch(model, [("en", "de"), ("de", "en"), ("en", "fr"), ("en", "de")])
+    logits, _ = model.logits(mixed)
+    for i, direction in enumerate([("en", "de"), ("de", "en"), ("en", "fr"), ("en", "de")]):
+        alone = text_batch(model, [direction], texts=(mixed["source_texts"][i], mixed["target_texts"][i]))
+        ref, _ = model.logits(alone)
+        n = int(alone["target_lens"][0])
+        torch.testing.assert_close(logits[i, :n], ref[0, :n], atol=1e-5, rtol=1e-5)
+
+
+def test_prompts_follow_each_task(model):
+    b = text_batch(model, [("en", "de"), ("en", "fr")])
+    assert b["prompt_lens"].tolist()[1] == 0  # mt_en-fr has no tag
+    assert b["prompt_lens"].tolist()[0] >= 1
+
+
+def test_cached_decoding_matches_teacher_forcing(model):
+    model.eval()
+    b = text_batch(model, [("de", "en")])
+    t = model.tasks["mt:de-en"]
+    memory, mask = model.encode(b, t, None)
+    tokens = torch.cat([torch.full((1, 1), model.text.pad_id), b["target_ids"][:, :-1]], dim=1)  # (1, U)
+    full = model.decode_states(t, tokens, memory, mask)
+    from nemo_emmett.modules.transformer import KVCache
+
+    cache = KVCache([None] * 2, [None] * 2)
+    steps = [model.decode_states(t, tokens[:, i : i + 1], memory, mask, cache, i) for i in range(tokens.shape[1])]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_greedy_and_beam_decode_in_batch_order(model):
+    model.eval()
+    b = text_batch(model, [("en", "de"), ("de", "en"), ("en", "fr")])
+    greedy = model.generate_ids(b)
+    assert len(greedy) == 3 and all(isinstance(r, list) for r in greedy)
+    for i in range(3):  # each example decodes the same alone as in the mixed batch
+        alone = {k: ([v[i]] if isinstance(v, list) and len(v) == 3 else v[i : i + 1] if torch.is_tensor(v) and
+                     v.dim() else v) for k, v in b.items()}
+        assert model.generate_ids(alone) == [greedy[i]]
+    model.cfg.decoding.beam_size = 3
+    assert len(model.generate_ids(b)) == 3
+
+
+def test_unknown_direction_in_a_batch_is_an_error_naming_it(model):
+    with pytest.raises(KeyError, match="no modular task for direction mt:fr-de"):
+        text_batch(model, [("fr", "de")])
+
+
+def test_mgcm_component_granularity_uses_the_component_names(spm_path, one_torch_thread):
+    cfg = modular_cfg(spm_path)
+    cfg["mgcm"] = {"enabled": True, "granularity": "component", "primary_task": "st"}
+    model = ModularTranslation(cfg)
+    assert sorted(model.mgcm.groups) == sorted(model.component_modules())
+    owners = model.component_of()
+    for name, members in model.mgcm.groups.items():
+        assert {owners[m] for m in members} == {name}
+
+
+def test_audio_tasks_share_one_perception(spm_path, one_torch_thread):
+    tasks = [*TASKS, task("st_en-de", "st", "en", "de", ["encoder.0.en", "encoder.1.full"],
+                          ["decoder.0.full", "decoder.1.de"], perception="perception.full")]
+    model = ModularTranslation(modular_cfg(spm_path, tasks))
+    assert model.perception is not None
+    assert "perception.full" in model.component_modules()
+    assert model.parameters_per_task()["st_en-de"] > model.parameters_per_task()["mt_en-de"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t[0].update(encoder=["encoder.0.en"]), r"1 encoder components .* has 2 positions"),
+    (lambda t: t[0].update(decoder=["decoder.1.de", "decoder.0.full"]), r"decoder\[0\] is 'decoder.1.de'"),
+    (lambda t: t[1].update(name="mt_en-de"), "task name is used twice"),
+    (lambda t: t[1].update(source_lang="en", target_lang="de"), "direction mt:en-de is already task"),
+    (lambda t: t[0].update(task="st"), "an st task needs perception"),
+    (lambda t: t[0].update(perception="perception.full"), "a text task has no perception"),
+    (lambda t: t[0].update(source_embed="encoder.0.en"), "source_embed 'encoder.0.en' is not an embed"),
+    (lambda t: t[0].update(encoder=["encoder.0.e n", "encoder.1.full"]), "is not of the form"),
+])
+def test_bad_task_tables_name_the_culprit(spm_path, edit, message):
+    tasks = copy.deepcopy(TASKS)
+    edit(tasks)
+    with pytest.raises(ValueError, match=message):
+        ModularTranslation(modular_cfg(spm_path, tasks))
+
+
+def test_unknown_task_in_devices_is_an_error(spm_path):
+    with pytest.raises(ValueError, match=r"devices names unknown task\(s\) \['mt_xx'\]"):
+        ModularTranslation(modular_cfg(spm_path, devices=[["mt_en-de"], ["mt_xx"]]))
