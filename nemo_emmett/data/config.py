@@ -62,7 +62,7 @@ class TokenizerConfig:
 @dataclass
 class DataConfig:
     train_sources: list[dict[str, Any]] = field(default_factory=list)
-    """Each: name, path, task, source_lang, target_lang, dataset, weight | num_examples."""
+    """Each: name, path, task, source_lang, target_lang, dataset, weight | num_examples, introduce_at_step."""
     validation_sources: list[dict[str, Any]] = field(default_factory=list)
     demo: DemoConfig = field(default_factory=DemoConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)

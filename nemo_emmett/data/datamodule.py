@@ -53,6 +53,7 @@ class EmmettDataModule(pl.LightningDataModule):
             specs=self.plan.train, weights=self.plan.weights, buckets=self.plan.buckets, measure=self.plan.measure,
             seed=c.seed, rank=rank, world_size=world, jitter=c.jitter, shuffle_buffer=c.shuffle_buffer,
             max_wait=c.max_wait, sampling_rate=c.sampling_rate, text=self.text, resume=self._resume,
+            introduce_at_draw=self.plan.introduce_at_draw,
         )
 
     def train_dataloader(self) -> DataLoader:

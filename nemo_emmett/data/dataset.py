@@ -136,6 +136,8 @@ class TrainBatches(IterableDataset):
     max_wait: int = 20000
     sampling_rate: int = 16000
     text: TextIds | None = None
+    introduce_at_draw: list[int] | None = None
+    """Curriculum: per source, the slot's draw count at which it joins the mix (``DataPlan``)."""
     resume: dict[str, Any] | None = None
     """{"offset": int, "slots": {slot: sampler state}} from EmmettDataModule.state_dict()."""
 
@@ -148,7 +150,8 @@ class TrainBatches(IterableDataset):
                           shuffle_buffer=self.shuffle_buffer)
             for s in self.specs
         ]
-        mux = Multiplexer(streams, self.weights, seed=self.seed, slot=slot, jitter=self.jitter)
+        mux = Multiplexer(streams, self.weights, seed=self.seed, slot=slot, jitter=self.jitter,
+                          introduce_at_draw=self.introduce_at_draw or None)
         sampler = Bucketing2DSampler(buckets=self.buckets, measure=self.measure, mux=mux, max_wait=self.max_wait)
         if self.resume is not None:
             if self.resume.get("num_slots") != num_slots:

@@ -6,6 +6,11 @@ source happen. Here each source keeps a *credit*: every draw adds the weights to
 the source with the largest (credit + small random jitter) is drawn and pays one credit.
 Credits stay bounded, so in every window a source's count is within a small constant of
 ``w * L``, while the random jitter keeps the order from being a fixed cycle.
+
+Curriculum: a source may join the mix after ``introduce_at_draw`` draws of its multiplexer.
+Before that it is inactive (weight 0, credit 0, never drawn) and the others' weights are
+renormalised. Activation depends on the draw count only, which the state holds, so a resumed
+or replayed stream activates at the same draw.
 """
 
 from __future__ import annotations
@@ -20,15 +25,20 @@ from nemo_emmett.data.sources import normalize_weights
 from nemo_emmett.data.stream import ShardedStream, check_state_keys
 
 
-def choose_source(credits: np.ndarray, weights: np.ndarray, noise: np.ndarray, jitter: float) -> int:
+def choose_source(credits: np.ndarray, weights: np.ndarray, noise: np.ndarray, jitter: float,
+                  active: np.ndarray | None = None) -> int:
     """One draw of the credit rule; updates ``credits`` in place.
 
     credits, weights, noise: (K,). ``weights`` sums to 1; ``noise`` is uniform in [0, 1).
     With ``jitter < 1`` a source more than one credit behind is never chosen, which bounds
-    every credit and therefore every window's deviation from the weights.
+    every credit and therefore every window's deviation from the weights. ``active``: (K,) bool;
+    inactive sources have weight 0 and are never chosen.
     """
     credits += weights
-    i = int(np.argmax(credits + jitter * noise))
+    score = credits + jitter * noise
+    if active is not None:
+        score = np.where(active, score, -np.inf)
+    i = int(np.argmax(score))
     credits[i] -= 1.0
     return i
 
@@ -48,6 +58,7 @@ class Multiplexer:
         seed: int,
         slot: int = 0,
         jitter: float = 0.5,
+        introduce_at_draw: Sequence[int] | None = None,
     ):
         if not streams:
             raise ValueError("the multiplexer needs at least one source")
@@ -59,6 +70,13 @@ class Multiplexer:
         self.streams = list(streams)
         self.names = names
         self.weights = np.asarray(normalize_weights(names, weights), dtype=np.float64)
+        starts = [0] * len(streams) if introduce_at_draw is None else [int(d) for d in introduce_at_draw]
+        if len(starts) != len(streams) or any(d < 0 for d in starts):
+            raise ValueError(f"introduce_at_draw must give one draw count >= 0 per source, got {introduce_at_draw}")
+        if min(starts) > 0:
+            raise ValueError(f"no source is active from the first draw (introduce_at_draw {starts}): "
+                             "at least one must start at 0")
+        self.introduce_at_draw = np.asarray(starts, dtype=np.int64)
         self.jitter = jitter
         self.seed = seed
         self.slot = slot
@@ -75,7 +93,13 @@ class Multiplexer:
 
     def next_with_source(self) -> tuple[int, Example]:
         """The next example and the index of the source it came from."""
-        i = choose_source(self.credits, self.weights, self._rng.random(len(self.streams)), self.jitter)
+        noise = self._rng.random(len(self.streams))  # drawn whatever is active: the random state advances alike
+        active = self.introduce_at_draw <= self.draws
+        if active.all():
+            i = choose_source(self.credits, self.weights, noise, self.jitter)
+        else:
+            weights = np.where(active, self.weights, 0.0)
+            i = choose_source(self.credits, weights / weights.sum(), noise, self.jitter, active)
         item = next(self.streams[i])
         self.draws += 1
         self.counts[i] += 1

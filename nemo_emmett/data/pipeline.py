@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,11 +44,14 @@ class DataPlan:
     estimates: dict[str, BinEstimate] = field(default_factory=dict)
     lengths: dict[str, np.ndarray] = field(default_factory=dict)
     """(N, 2) (input, output) lengths per modality of the examples the bins were estimated from."""
+    introduce_at_draw: list[int] = field(default_factory=list)
+    """Per source, the per-slot draw count at which it joins the mix (:func:`introduce_at_draws`); empty: all at 0."""
 
     def summary(self) -> str:
         lines = ["Data mix (source, direction, examples, weight):"]
         for s, w in zip(self.train, self.weights):
-            lines.append(f"  {s.name:<24} {s.direction:<14} {s.num_examples:>8} {w:8.3f}")
+            late = f"  from step {s.introduce_at_step}" if s.introduce_at_step else ""
+            lines.append(f"  {s.name:<24} {s.direction:<14} {s.num_examples:>8} {w:8.3f}{late}")
         for modality, mb in self.buckets.items():
             est = self.estimates.get(modality)
             note = f" (estimated from {est.num_examples} examples, {est.num_outliers} outliers)" if est else ""
@@ -75,7 +80,8 @@ def resolve_sources(raw: list[dict[str, Any] | SourceSpec], what: str) -> list[S
             spec = SourceSpec(**d)
         except TypeError as e:
             raise ValueError(f"data.{what}[{i}]: {e}; expected keys of SourceSpec "
-                             "(name, path, task, source_lang, target_lang, dataset, weight, num_examples)") from e
+                             "(name, path, task, source_lang, target_lang, dataset, weight, num_examples, "
+                             "introduce_at_step)") from e
         if spec.num_examples is None:
             spec = SourceSpec(**{**d, "num_examples": count_examples(spec.path)})
         specs.append(spec)
@@ -90,6 +96,34 @@ def source_weights(specs: list[SourceSpec], temperature: float) -> list[float]:
         raise ValueError("give a weight to every training source or to none (then sizes and temperature decide): "
                          f"sources without one: {[s.name for s in specs if s.weight is None]}")
     return temperature_weights([s.num_examples for s in specs], temperature)
+
+
+def draws_per_batch(buckets: dict[str, ModalityBuckets], lengths: dict[str, np.ndarray],
+                    modality_shares: dict[str, float]) -> float:
+    """Expected multiplexer draws per training batch: ``1 / sum_b q_b / bs_b`` over every bucket ``b``
+    of every modality, where ``q_b`` is the modality's share of the mix times the fraction of its
+    measured ``lengths`` (N, 2) that land in ``b`` (uniform over its buckets when none were measured).
+    Examples that fit no bucket count as draws without a batch."""
+    rate = 0.0  # batches per draw
+    for modality, mb in buckets.items():
+        measured = lengths.get(modality, np.zeros((0, 2)))
+        if len(measured):
+            picks = Counter(mb.grid.select(float(a), float(b)) for a, b in measured)
+            fractions = [picks[i] / len(measured) for i in range(len(mb.grid))]
+        else:
+            fractions = [1.0 / len(mb.grid)] * len(mb.grid)
+        rate += modality_shares.get(modality, 0.0) * sum(q / bs for q, bs in zip(fractions, mb.batch_sizes))
+    return 1.0 / rate if rate > 0 else 1.0
+
+
+def introduce_at_draws(specs: list[SourceSpec], draws_per_batch: float, workers_per_rank: int) -> list[int]:
+    """Each source's ``introduce_at_step`` as a draw count of one (rank, worker) slot's multiplexer.
+
+    A training step consumes one batch per rank, taken from the rank's workers in turn, so by step
+    ``s`` a slot has made about ``s * draws_per_batch / workers`` draws. Approximate (the batch size
+    varies by bucket, workers prefetch, gradient accumulation takes several batches per step), but a
+    draw count is what the stream state holds, so resuming and replaying activate at the same draw."""
+    return [math.ceil(s.introduce_at_step * draws_per_batch / max(workers_per_rank, 1)) for s in specs]
 
 
 def sample_examples(specs: list[SourceSpec], per_source: int) -> list[list[ex_.Example]]:
@@ -144,6 +178,9 @@ def build_plan(cfg: DataConfig) -> DataPlan:
     train = resolve_sources(train_raw, "train_sources")
     validation = resolve_sources(val_raw, "validation_sources")
     weights = source_weights(train, cfg.temperature)
+    if train and min(s.introduce_at_step for s in train) > 0:
+        steps = {s.name: s.introduce_at_step for s in train}
+        raise ValueError(f"every training source has introduce_at_step > 0 ({steps}): at least one must start at step 0")
 
     tok = cfg.tokenizer
     tok_per_source = max(1, tok.sample_examples // len(train))
@@ -168,4 +205,8 @@ def build_plan(cfg: DataConfig) -> DataPlan:
         buckets[modality], est = resolve_buckets(modality, bc, lengths[modality])
         if est is not None:
             estimates[modality] = est
-    return DataPlan(train, weights, validation, tokenizer_path, measure, buckets, estimates, lengths)
+    introduce = []
+    if any(s.introduce_at_step for s in train):
+        shares = {m: sum(w for s, w in zip(train, weights) if s.modality == m) for m in buckets}
+        introduce = introduce_at_draws(train, draws_per_batch(buckets, lengths, shares), cfg.num_workers)
+    return DataPlan(train, weights, validation, tokenizer_path, measure, buckets, estimates, lengths, introduce)

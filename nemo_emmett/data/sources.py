@@ -29,6 +29,9 @@ class SourceSpec:
     """Size used for temperature weighting; counted from the shards when absent."""
     modality: str | None = None
     """``audio`` or ``text``; derived from the task when absent."""
+    introduce_at_step: int = 0
+    """Curriculum: the source joins the mix at this training step (weight 0 before it, the others
+    renormalised); 0: from the start. Approximate: converted to a draw count (``data.pipeline``)."""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -40,6 +43,9 @@ class SourceSpec:
             raise ValueError(f"source {self.name!r}: modality {self.modality!r} does not match task {self.task!r}")
         if self.weight is not None and not (math.isfinite(self.weight) and self.weight > 0):
             raise ValueError(f"source {self.name!r}: weight must be a finite number > 0, got {self.weight!r}")
+        step = self.introduce_at_step
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"source {self.name!r}: introduce_at_step must be an integer >= 0, got {step!r}")
 
     @property
     def direction(self) -> str:
