@@ -9,7 +9,8 @@
     python examples/translate.py --model model.emmett --manifest test.json --source-lang en --target-lang de
 
 ``--model`` is a single-file export (``examples/export.py``) or a Lightning ``.ckpt`` (whose
-tokenizer and backbone paths must still exist). Hypotheses go to ``--output`` or stdout, one per
+tokenizer and backbone paths must still exist). A modular (MAMMOTH) export is loaded with only the
+components of the direction(s) asked for (all of them for ``--manifest``). Hypotheses go to ``--output`` or stdout, one per
 line in input order; scores (sacrebleu BLEU and chrF per direction, WER for asr) go to stdout
 after writing ``--output``, else to stderr. Errors: one line on stderr, exit status 2.
 """
@@ -87,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     from nemo_emmett.models.export import load_model
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(args.model, map_location=device, model_class=args.model_class)
+    model = load_model(args.model, map_location=device, model_class=args.model_class,
+                       directions=input_directions(args))
     if args.beam_size is not None:
         model.cfg.decoding.beam_size = args.beam_size
     if args.max_new_tokens is not None:
@@ -124,6 +126,22 @@ def run(args: argparse.Namespace) -> int:
         report = inference.format_scores(inference.score(hyps, refs, keys), keys)
         print(report, file=sys.stdout if args.output is not None else sys.stderr)
     return 0
+
+
+def input_directions(args: argparse.Namespace) -> list[str] | None:
+    """The directions (``mt:en-de``) the input needs, so that a modular model loads only their
+    components; None (everything) for a manifest, whose rows may name their own languages."""
+    if args.text or args.text_file:
+        return [f"mt:{args.source_lang}-{args.target_lang}"]
+    if args.audio:
+        target = args.source_lang if args.task == "asr" else args.target_lang
+        return [f"{args.task}:{args.source_lang}-{target}"]
+    if args.shar:
+        from nemo_emmett.data import examples as ex_
+        from nemo_emmett.data.shar import read_shar_dir
+
+        return sorted({ex_.direction(e) for e in read_shar_dir(args.shar, with_audio=False)})
+    return None
 
 
 def _read_lines(path: str) -> list[str]:

@@ -15,6 +15,10 @@ Format (suffix ``.emmett`` by convention; any name works): an uncompressed tar, 
 * ``generation_config.json``: the backbone's generation defaults (e.g. Marian's ``bad_words_ids``),
   which a backbone rebuilt from its config alone would not have.
 * ``model_weights.pt``: the state dict (LoRA adapters included; the model is rebuilt with them).
+  Modular models (``component_prefixes``) write each named component once instead, as
+  ``components/<name>.pt`` (listed in ``meta.json`` under ``components``), and ``model_weights.pt``
+  keeps the rest; ``restore_model(path, directions=[...])`` then builds and reads only the
+  components of those tasks (``models/component_files.py``).
 
 :func:`restore_model` extracts only the tokenizer, into ``<cache>/exports/tok-<hash of its
 bytes>`` (``$NEMO_EMMETT_CACHE``, default ``~/.cache/nemo_emmett``), where it stays readable for
@@ -44,6 +48,7 @@ import torch
 from omegaconf import OmegaConf
 
 from nemo_emmett.models.base import TranslationModel
+from nemo_emmett.models.component_files import component_member, restrict_tasks, split_state
 from nemo_emmett.modules.perception import module_configs
 
 log = logging.getLogger(__name__)
@@ -63,6 +68,8 @@ _NOT_EXPORTED = ("_name_or_path", "transformers_version")  # provenance that wou
 
 def model_sampling_rate(model: TranslationModel) -> int:
     """The sampling rate the model's preprocessor expects (a NeMo ASR encoder brings its own)."""
+    if model.perception is None:  # a text-only model
+        return int(model.cfg.perception.sample_rate)
     rate = module_configs(model.perception)["preprocessor"].get("sample_rate")
     return int(rate) if rate is not None else int(model.cfg.perception.sample_rate)
 
@@ -78,11 +85,13 @@ def export_config(model: TranslationModel, tokenizer_path: str) -> dict[str, Any
     spm = model.text.spm_path is not None
     cfg["tokenizer"]["spm_path"] = tokenizer_path if spm else None
     cfg["tokenizer"]["hf_path"] = None if spm else tokenizer_path
-    hf = model.backbone.config.to_dict()  # the config's own vocab size and special ids win on restore
-    for key in _NOT_EXPORTED:
-        hf.pop(key, None)
-    cfg["backbone"] = {"pretrained_path": None, "config": hf}
-    cfg["perception"] = {**cfg["perception"], "pretrained_asr": None, **module_configs(model.perception)}
+    if hasattr(model.backbone, "config"):  # a Hugging Face backbone (modular models build their own stacks)
+        hf = model.backbone.config.to_dict()  # the config's own vocab size and special ids win on restore
+        for key in _NOT_EXPORTED:
+            hf.pop(key, None)
+        cfg["backbone"] = {"pretrained_path": None, "config": hf}
+    if model.perception is not None:
+        cfg["perception"] = {**cfg["perception"], "pretrained_asr": None, **module_configs(model.perception)}
     return cfg
 
 
@@ -112,6 +121,11 @@ def export_model(model: TranslationModel, path: str | Path, *, token_equivalent_
         }
         if token_equivalent_duration is not None:
             meta["token_equivalent_duration"] = float(token_equivalent_duration)
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        parts: dict[str, dict[str, torch.Tensor]] = {}
+        if hasattr(model, "component_prefixes"):  # each component once, in a member of its own
+            parts, state = split_state(state, model.component_prefixes())
+            meta["components"] = {name: component_member(name) for name in parts}
         (stage / META).write_text(json.dumps(meta, indent=2) + "\n")
         (stage / CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(export_config(model, rel))))
         members = [META, CONFIG, TOKENIZER_DIR]
@@ -119,7 +133,10 @@ def export_model(model: TranslationModel, path: str | Path, *, token_equivalent_
         if generation is not None:
             (stage / GENERATION).write_text(generation.to_json_string())
             members.append(GENERATION)
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        for name, part in parts.items():
+            (stage / component_member(name)).parent.mkdir(exist_ok=True)
+            torch.save(part, stage / component_member(name))
+            members.append(component_member(name))
         torch.save(state, stage / WEIGHTS)
         members.append(WEIGHTS)  # last: the small members are found without reading past the weights
         archive = Path(tmp) / "model.tar"
@@ -138,8 +155,12 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         return _read_json(tar, META, path)
 
 
-def restore_model(path: str | Path, map_location: str | torch.device = "cpu") -> TranslationModel:
-    """The model in an export file, on ``map_location``, in eval mode, with strictly loaded weights."""
+def restore_model(path: str | Path, map_location: str | torch.device = "cpu",
+                  directions: list[str] | None = None) -> TranslationModel:
+    """The model in an export file, on ``map_location``, in eval mode, with strictly loaded weights.
+
+    ``directions`` (modular models): only the tasks of these directions (``mt:en-de``) or task names are
+    built, and only their components are read from the archive."""
     path = Path(path)
     with _open_export(path) as tar:
         meta = _read_json(tar, META, path)
@@ -153,21 +174,29 @@ def restore_model(path: str | Path, map_location: str | torch.device = "cpu") ->
         tok_path = str(tok_dir / PurePosixPath(meta["tokenizer"]["path"]).relative_to(TOKENIZER_DIR))
         key = "spm_path" if meta["tokenizer"]["kind"] == "spm" else "hf_path"
         cfg["tokenizer"] = {**cfg["tokenizer"], "spm_path": None, "hf_path": None, key: tok_path}
+        if directions is not None:
+            cfg = _restricted(cfg, directions, path)
         model = cls(cfg)
         generation = _optional_member(tar, GENERATION)
         if generation is not None and hasattr(model.backbone, "generation_config"):
             from transformers import GenerationConfig
 
             model.backbone.generation_config = GenerationConfig.from_dict(json.loads(generation))
-        weights = tar.extractfile(tar.getmember(WEIGHTS))
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        state = _load_member(tar, WEIGHTS)
+        components = meta.get("components", {})
+        wanted = model.component_prefixes() if components else {}
+        for name in wanted:
+            if name not in components:
+                raise ValueError(f"{str(path)!r}: component {name!r} is not in the archive (it has {sorted(components)})")
+            state.update(_load_member(tar, components[name]))
     model.load_state_dict(state, strict=True)
     return model.to(map_location).eval()
 
 
 def load_model(path: str | Path, *, map_location: str | torch.device = "cpu",
-               model_class: str | None = None) -> TranslationModel:
+               model_class: str | None = None, directions: list[str] | None = None) -> TranslationModel:
     """An export file (:func:`restore_model`) or a Lightning ``.ckpt`` of a ``TranslationModel``.
+    ``directions``: a modular model with only those tasks (a checkpoint is still read whole).
 
     A checkpoint holds the config and weights, not the files the config names (tokenizer, backbone
     folder, ASR ``.nemo``): they must still exist. ``model_class`` (checkpoints only) overrides the
@@ -176,7 +205,7 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu",
     if not path.is_file():
         raise FileNotFoundError(f"model file {str(path)!r} does not exist")
     if tarfile.is_tarfile(path):
-        return restore_model(path, map_location)
+        return restore_model(path, map_location, directions)
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{str(path)!r} is neither a model export ({_EXPECTED}) nor a Lightning checkpoint (.ckpt)")
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
@@ -187,12 +216,30 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu",
     cfg = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
     _check_local_files(cfg, path)
     cls = _import_model_class(model_class or ckpt.get("nemo_emmett_model_class", DEFAULT_MODEL_CLASS), path, None)
+    state = ckpt["state_dict"]
+    if directions is not None:
+        cfg = _restricted(cfg, directions, path)
     model = cls(cfg)
-    model.load_state_dict(ckpt["state_dict"], strict=True)
+    if directions is not None:  # the other tasks' components are not in this model
+        state = {k: v for k, v in state.items() if k in model.state_dict()}
+    model.load_state_dict(state, strict=True)
     return model.to(map_location).eval()
 
 
 # ---- helpers -----------------------------------------------------------------------------------
+def _restricted(cfg: dict[str, Any], directions: list[str], path: Path | str) -> dict[str, Any]:
+    if "modular" not in cfg:  # not modular: every direction needs the whole model
+        return cfg
+    try:
+        return restrict_tasks(cfg, directions)
+    except ValueError as e:
+        raise ValueError(f"{str(path)!r}: {e}") from e
+
+
+def _load_member(tar: tarfile.TarFile, name: str) -> dict[str, torch.Tensor]:
+    return torch.load(tar.extractfile(tar.getmember(name)), map_location="cpu", weights_only=True)
+
+
 def _package_version() -> str:
     from nemo_emmett import __version__
 
