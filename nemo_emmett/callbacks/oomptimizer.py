@@ -285,7 +285,7 @@ def plan_batch_sizes(model: Any, bins: dict[str, list[tuple[float, float]]], set
         return worst_case_batch(modality, batch_size, max_input, max_output, text=text,
                                 vocab_size=text.vocab_size, prompt_len=setting.prompt_len,
                                 token_equivalent_duration=setting.token_equivalent_duration,
-                                sampling_rate=setting.sampling_rate)
+                                sampling_rate=setting.sampling_rate, direction=model.probe_direction(modality))
 
     margin += int(cfg.headroom * budget)
     probe = StepProbe(model, make_batch=make_batch, device=device, budget=budget, margin=margin,

@@ -80,12 +80,15 @@ def collate(batch: Batch, *, sampling_rate: int, text: TextIds | None = None) ->
 
 def worst_case_batch(modality: str, batch_size: int, max_input: float, max_output: float, *, text: TextIds,
                      vocab_size: int, prompt_len: int, token_equivalent_duration: float, sampling_rate: int,
-                     seed: int = 0) -> dict[str, Any]:
+                     seed: int = 0, direction: tuple[str, str, str] | None = None) -> dict[str, Any]:
     """A synthetic batch with the layout of :func:`collate` in which every example is as long as the
     bucket allows: ``max_input`` (token-equivalent frames of audio, or source tokens) and
-    ``max_output`` target tokens. Used to measure the memory of a bucket's worst batch."""
+    ``max_output`` target tokens. Used to measure the memory of a bucket's worst batch.
+    ``direction``: (task, source_lang, target_lang) of every example (a modular model runs that task's
+    components); default ``st``/``mt`` from ``xx`` to ``yy``."""
     g = torch.Generator().manual_seed(seed)
     B = batch_size
+    task, src, tgt = direction or ("st" if modality == "audio" else "mt", "xx", "yy")
     n_out = max(1, int(max_output))
     n_in = max(1, int(max_input))
     specials = {text.pad_id, getattr(text, "eos_id", -1)}
@@ -99,8 +102,8 @@ def worst_case_batch(modality: str, batch_size: int, max_input: float, max_outpu
 
     out: dict[str, Any] = {
         "modality": modality, "bucket": -1, "ids": [f"worst-case-{i}" for i in range(B)],
-        "tasks": ["st" if modality == "audio" else "mt"] * B, "source_langs": ["xx"] * B,
-        "target_langs": ["yy"] * B, "source_texts": [""] * B, "target_texts": [""] * B,
+        "tasks": [task] * B, "source_langs": [src] * B,
+        "target_langs": [tgt] * B, "source_texts": [""] * B, "target_texts": [""] * B,
     }
     out["target_ids"], out["target_lens"] = ids(n_out + 1, last=getattr(text, "eos_id", None))  # + EOS
     out["prompt_ids"], out["prompt_lens"] = ids(max(1, prompt_len))
@@ -122,6 +125,17 @@ def worker_slot(rank: int, world_size: int, offset: int = 0) -> tuple[int, int]:
     return rank * nw + (wid + offset) % nw, world_size * nw
 
 
+def source_slot(readers: list[tuple[int, int]] | None, i: int, slot: int, num_slots: int,
+                world_size: int) -> tuple[int, int]:
+    """Source ``i``'s (slot, num_slots) for a (rank, worker) slot of :func:`worker_slot`: split among
+    the ranks that read it, ``readers[i] = (this rank's index among them, how many)``; None: all ranks."""
+    if readers is None:
+        return slot, num_slots
+    nw = num_slots // world_size
+    index, count = readers[i]
+    return index * nw + slot % nw, count * nw
+
+
 @dataclass
 class TrainBatches(IterableDataset):
     specs: list[SourceSpec]
@@ -140,15 +154,19 @@ class TrainBatches(IterableDataset):
     """Curriculum: per source, the slot's draw count at which it joins the mix (``DataPlan``)."""
     resume: dict[str, Any] | None = None
     """{"offset": int, "slots": {slot: sampler state}} from EmmettDataModule.state_dict()."""
+    readers: list[tuple[int, int]] | None = None
+    """Per source, (this rank's index among the ranks reading it, how many read it) when ranks read
+    different sources (component-aware training); None: every rank reads every source."""
 
     def __post_init__(self) -> None:
         super().__init__()
 
     def sampler_for_slot(self, slot: int, num_slots: int) -> Bucketing2DSampler:
+        splits = [source_slot(self.readers, i, slot, num_slots, self.world_size) for i in range(len(self.specs))]
         streams = [
-            ShardedStream(s.name, list_shards(s.path), seed=self.seed, slot=slot, num_slots=num_slots,
+            ShardedStream(s.name, list_shards(s.path), seed=self.seed, slot=s_slot, num_slots=s_num,
                           shuffle_buffer=self.shuffle_buffer)
-            for s in self.specs
+            for s, (s_slot, s_num) in zip(self.specs, splits)
         ]
         mux = Multiplexer(streams, self.weights, seed=self.seed, slot=slot, jitter=self.jitter,
                           introduce_at_draw=self.introduce_at_draw or None)
@@ -185,16 +203,19 @@ class ValidationBatches(IterableDataset):
     world_size: int = 1
     sampling_rate: int = 16000
     text: TextIds | None = None
+    readers: list[tuple[int, int]] | None = None
+    """As in :class:`TrainBatches`."""
 
     def __post_init__(self) -> None:
         super().__init__()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         slot, num_slots = worker_slot(self.rank, self.world_size)
+        splits = [source_slot(self.readers, i, slot, num_slots, self.world_size) for i in range(len(self.specs))]
         streams = [
-            ShardedStream(s.name, list_shards(s.path), seed=0, slot=slot, num_slots=num_slots,
+            ShardedStream(s.name, list_shards(s.path), seed=0, slot=s_slot, num_slots=s_num,
                           shuffle=False, infinite=False)
-            for s in self.specs
+            for s, (s_slot, s_num) in zip(self.specs, splits)
         ]
         one_bucket = {m: ModalityBuckets(BucketGrid([(float("inf"), float("inf"))]), [self.batch_size])
                       for m in ("audio", "text")}

@@ -71,6 +71,11 @@ class TranslationModel(pl.LightningModule, ABC):
         names} from the model's own named components (modular models); None: the config must give them."""
         return None
 
+    def probe_direction(self, modality: str) -> tuple[str, str, str] | None:
+        """(task, source_lang, target_lang) of the OOMptimizer's synthetic batches of ``modality``; None:
+        any (every direction runs the same modules)."""
+        return None
+
     @abstractmethod
     def logits(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(B, U, V) scores for ``batch["target_ids"]`` (B, U) under teacher forcing, and the

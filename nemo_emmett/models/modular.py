@@ -217,6 +217,16 @@ class ModularTranslation(TranslationModel):
                 out[i] = row
         return out
 
+    def probe_direction(self, modality: str) -> tuple[str, str, str] | None:
+        """The task of ``modality`` with the most parameters: the heaviest step of its buckets."""
+        sizes = self.parameters_per_task()
+        audio = modality == "audio"
+        tasks = [t for t in self.cfg.modular.tasks if (t.perception is not None) == audio]
+        if not tasks:
+            return None
+        t = max(tasks, key=lambda t: sizes[t.name])
+        return t.task, t.source_lang, t.target_lang
+
     # ---- reporting --------------------------------------------------------------------------
     def parameters_per_task(self) -> dict[str, int]:
         """Parameters each task runs (its components' sizes summed)."""

@@ -172,3 +172,19 @@ def test_bad_task_tables_name_the_culprit(spm_path, edit, message):
 def test_unknown_task_in_devices_is_an_error(spm_path):
     with pytest.raises(ValueError, match=r"devices names unknown task\(s\) \['mt_xx'\]"):
         ModularTranslation(modular_cfg(spm_path, devices=[["mt_en-de"], ["mt_xx"]]))
+
+
+def test_oomptimizer_probes_a_modular_model_with_its_heaviest_task(spm_path, tmp_path, one_torch_thread):
+    from nemo_emmett.callbacks.oomptimizer import OOMptimizerConfig, ProbeSetting, plan_batch_sizes
+
+    tasks = [*TASKS, task("st_en-de", "st", "en", "de", ["encoder.0.en", "encoder.1.full"],
+                          ["decoder.0.full", "decoder.1.de"], perception="perception.full")]
+    model = ModularTranslation(modular_cfg(spm_path, tasks))
+    assert model.probe_direction("audio") == ("st", "en", "de")
+    assert model.probe_direction("text")[0] == "mt"
+    setting = ProbeSetting(device=torch.device("cpu"), precision="32-true", gradient_clip_val=1.0)
+    cfg = OOMptimizerConfig(memory_budget=12 * 2**20, cache_dir=str(tmp_path / "cache"), tolerance=0.25)
+    result = plan_batch_sizes(model, {"audio": [(12.0, 4.0)], "text": [(8.0, 8.0)]}, setting, cfg, progress=False)
+    for modality in ("audio", "text"):
+        (row,) = result.buckets[modality]
+        assert row.batch_size >= 1 and row.peak <= result.budget
