@@ -11,7 +11,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from nemo_emmett.callbacks.data_stats import DataStreamStats
 from nemo_emmett.callbacks.oomptimizer import OOMptimizer
 from nemo_emmett.data.datamodule import EmmettDataModule
+from nemo_emmett.parts.component_sync import rank_task_table
 from nemo_emmett.parts.mgcm_step import prepare_trainer_config
+from nemo_emmett.strategies import ComponentSyncStrategy  # registers trainer.strategy: component_sync
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +67,17 @@ def train(cfg: DictConfig) -> pl.LightningModule:
     with open_dict(cfg):
         cfg.exp_manager.version = sweep_version(cfg.exp_manager.get("version"), hydra_job_num())
     exp_manager(trainer, cfg.exp_manager)
-    data = EmmettDataModule(cfg.data)
+    full_modular, rank_directions = None, None
+    if isinstance(trainer.strategy, ComponentSyncStrategy):  # each rank builds and reads only its tasks
+        full_modular = OmegaConf.to_container(cfg.model.modular, resolve=True)
+        mine, rank_directions = rank_task_table(full_modular, trainer.world_size, trainer.global_rank)
+        with open_dict(cfg):
+            cfg.model.modular = mine
+    data = EmmettDataModule(cfg.data, rank_directions=rank_directions)
     data.setup("fit")
     model = build_model(cfg, data.plan.tokenizer_path)
     data.text = model.text
+    if full_modular is not None:  # checkpoints rebuild the whole model
+        trainer.strategy.checkpoint_hyperparameters = {"cfg": {**model.hparams["cfg"], "modular": full_modular}}
     trainer.fit(model, datamodule=data)
     return model

@@ -23,10 +23,15 @@ log = logging.getLogger(__name__)
 
 
 class EmmettDataModule(pl.LightningDataModule):
-    def __init__(self, cfg: DictConfig | dict | DataConfig, *, text: TextIds | None = None):
+    def __init__(self, cfg: DictConfig | dict | DataConfig, *, text: TextIds | None = None,
+                 rank_directions: list[list[str]] | None = None):
+        """``rank_directions``: the directions (``mt:en-de``) each rank trains, when ranks train
+        different tasks (``trainer.strategy: component_sync``): a rank then reads only the sources of
+        its directions, split with the other ranks that train them. None: every rank reads every source."""
         super().__init__()
         self.cfg = parse_data_config(cfg)
         self.text = text
+        self.rank_directions = rank_directions
         self.plan: DataPlan | None = None
         self._slot_states: dict[int, dict[str, Any]] = {}
         self._num_slots: int | None = None
@@ -40,20 +45,33 @@ class EmmettDataModule(pl.LightningDataModule):
             log.info("\n%s", self.plan.summary())
 
     def _rank_world(self) -> tuple[int, int]:
-        trainer = self._trainer if hasattr(self, "_trainer") else None
+        trainer = self.trainer  # Lightning sets it in fit; None before
         if trainer is not None:
             return trainer.global_rank, trainer.world_size
         return 0, 1
 
+    def _rank_sources(self, specs: list, rank: int, *, required: bool = True
+                      ) -> tuple[list[int], list[tuple[int, int]] | None]:
+        """Indices of the sources this rank reads and, per source, its split among their readers."""
+        if self.rank_directions is None:
+            return list(range(len(specs))), None
+        from nemo_emmett.parts.component_sync import sources_for_rank
+
+        mine = sources_for_rank([s.direction for s in specs], self.rank_directions, rank, required=required)
+        return [i for i, _, _ in mine], [(k, n) for _, k, n in mine]
+
     def train_dataset(self) -> TrainBatches:
         self.setup()
         rank, world = self._rank_world()
-        c = self.cfg
+        c, p = self.cfg, self.plan
+        keep, readers = self._rank_sources(p.train, rank)
+        total = sum(p.weights[i] for i in keep)
         return TrainBatches(
-            specs=self.plan.train, weights=self.plan.weights, buckets=self.plan.buckets, measure=self.plan.measure,
-            seed=c.seed, rank=rank, world_size=world, jitter=c.jitter, shuffle_buffer=c.shuffle_buffer,
-            max_wait=c.max_wait, sampling_rate=c.sampling_rate, text=self.text, resume=self._resume,
-            introduce_at_draw=self.plan.introduce_at_draw,
+            specs=[p.train[i] for i in keep], weights=[p.weights[i] / total for i in keep], buckets=p.buckets,
+            measure=p.measure, seed=c.seed, rank=rank, world_size=world, jitter=c.jitter,
+            shuffle_buffer=c.shuffle_buffer, max_wait=c.max_wait, sampling_rate=c.sampling_rate, text=self.text,
+            resume=self._resume, introduce_at_draw=[p.introduce_at_draw[i] for i in keep] if p.introduce_at_draw
+            else p.introduce_at_draw, readers=readers,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -62,9 +80,10 @@ class EmmettDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         self.setup()
         rank, world = self._rank_world()
-        ds = ValidationBatches(specs=self.plan.validation, measure=self.plan.measure,
+        keep, readers = self._rank_sources(self.plan.validation, rank, required=False)
+        ds = ValidationBatches(specs=[self.plan.validation[i] for i in keep], measure=self.plan.measure,
                                batch_size=self.cfg.val_batch_size, rank=rank, world_size=world,
-                               sampling_rate=self.cfg.sampling_rate, text=self.text)
+                               sampling_rate=self.cfg.sampling_rate, text=self.text, readers=readers)
         return self._loader(ds)
 
     def _loader(self, ds) -> DataLoader:

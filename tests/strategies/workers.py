@@ -94,3 +94,45 @@ def sync_step_worker(rank: int, world_size: int, init_file: str, out_dir: str) -
                 "used": stats.used, "grads_none": grads_none}, Path(out_dir) / f"rank{rank}.pt")
     dist.barrier()
     dist.destroy_process_group()
+
+
+# ---- end to end: a tiny ModularTranslation through trainer.strategy=component_sync ------------------
+def lightning_worker(rank: int, world_size: int, port: int, cfg: dict, out_dir: str, max_steps: int,
+                     ckpt_path: str | None) -> None:
+    """What ``training.py`` does under ``trainer.strategy: component_sync`` (without exp_manager and
+    NeMo): the rank's task table and data, then fit; saves the batches seen and the final weights."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size), RANK=str(rank),
+                      LOCAL_RANK=str(rank), NODE_RANK="0", GLOO_SOCKET_IFNAME="lo")
+    torch.set_num_threads(1)
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from nemo_emmett.data.datamodule import EmmettDataModule
+    from nemo_emmett.models.modular import ModularTranslation
+    from nemo_emmett.parts.component_sync import rank_task_table
+    from nemo_emmett.strategies import ComponentSyncStrategy
+
+    class Seen(pl.Callback):
+        def __init__(self):
+            self.ids: list[list[str]] = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.ids.append(list(batch["ids"]))
+
+    pl.seed_everything(rank, verbose=False)  # different initial values per rank: setup must broadcast them
+    seen = Seen()
+    trainer = pl.Trainer(accelerator="cpu", devices=world_size, strategy="component_sync", max_steps=max_steps,
+                         limit_val_batches=0, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         use_distributed_sampler=False, gradient_clip_val=1.0, default_root_dir=out_dir,
+                         callbacks=[seen, ModelCheckpoint(dirpath=Path(out_dir) / "ckpt", every_n_train_steps=3,
+                                                          save_top_k=-1)])
+    assert isinstance(trainer.strategy, ComponentSyncStrategy)
+    modular, rank_directions = rank_task_table(cfg["model"]["modular"], trainer.world_size, trainer.global_rank)
+    data = EmmettDataModule(cfg["data"], rank_directions=rank_directions)
+    model = ModularTranslation({**cfg["model"], "modular": modular})
+    data.text = model.text
+    trainer.strategy.checkpoint_hyperparameters = {"cfg": {**model.hparams["cfg"], "modular": cfg["model"]["modular"]}}
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+    stats = trainer.strategy.last_stats
+    torch.save({"ids": seen.ids, "state": model.state_dict(), "holders": trainer.strategy.holders,
+                "bytes": stats.bytes, "used": stats.used}, Path(out_dir) / f"rank{rank}.pt")
