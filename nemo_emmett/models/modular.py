@@ -15,122 +15,41 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from typing import Any
 
 import torch
 from torch import nn
 
 from nemo_emmett.models.base import TranslationModel
-from nemo_emmett.models.modular_config import ModularModelConfig, ModularTaskConfig, check_modular
+from nemo_emmett.models.modular_config import ModularModelConfig, ModularTaskConfig
+from nemo_emmett.models.task_routing import ModularTasks, restore_order, take_rows
 from nemo_emmett.modules.components import ComponentBank, component_path
 from nemo_emmett.modules.transformer import KVCache, sinusoidal_positions
 from nemo_emmett.parts.decoding import decode
 from nemo_emmett.parts.sequence import concat_padded, lengths_to_mask
-from nemo_emmett.parts.text_processor import TextProcessor
 
 log = logging.getLogger(__name__)
 
 PERCEPTION = "perception.full"
 
 
-class TaskPrompts(TextProcessor):
-    """Prompts per task (direction): a tag only where the task's decoder needs one."""
-
-    def __init__(self, *, templates: dict[str, str], **kw: Any):
-        super().__init__(**kw)
-        self.templates = templates
-
-    def prompt_ids(self, *, task: str, source_lang: str, target_lang: str) -> list[int]:
-        key = f"{task}:{source_lang}-{target_lang}"
-        if key not in self.templates:
-            raise KeyError(f"no modular task for direction {key}; tasks: {sorted(self.templates)}")
-        text = self.templates[key].format(task=task, source_lang=source_lang, target_lang=target_lang)
-        return self.encode(text) if text else []
-
-
-def take_rows(batch: dict[str, Any], index: torch.Tensor) -> dict[str, Any]:
-    """The examples ``index`` (N,) of a collated batch: every per-example tensor and list."""
-    B = len(batch["ids"])
-    rows = index.tolist()
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == B:
-            out[k] = v[index.to(v.device)]
-        elif isinstance(v, list) and len(v) == B:
-            out[k] = [v[i] for i in rows]
-        else:
-            out[k] = v
-    return out
-
-
-class ModularTranslation(TranslationModel):
+class ModularTranslation(ModularTasks, TranslationModel):
     config_class = ModularModelConfig
 
     # ---- building ---------------------------------------------------------------------------
-    def _build_text_processor(self) -> TextProcessor:
-        check_modular(self.cfg.modular)
-        base = super()._build_text_processor()
-        templates = {t.direction: t.prompt for t in self.cfg.modular.tasks}
-        return TaskPrompts(templates=templates, spm_path=base.spm_path, hf_path=base.hf_path,
-                           prompt_template=base.prompt_template)
-
     def build_backbone(self) -> nn.Module:
-        m = self.cfg.modular
-        self.tasks = {t.direction: t for t in m.tasks}
-        return ComponentBank(m, vocab_size=self.text.vocab_size, pad_id=self.text.pad_id)
-
-    @property
-    def uses_audio(self) -> bool:
-        return any(t.perception is not None for t in self.cfg.modular.tasks)
+        return ComponentBank(self.cfg.modular, vocab_size=self.text.vocab_size, pad_id=self.text.pad_id)
 
     @property
     def backbone_dim(self) -> int:
         return self.cfg.modular.d_model
 
     # ---- components -------------------------------------------------------------------------
-    def component_modules(self) -> dict[str, nn.Module]:
-        """Every component by name (the speech perception is ``perception.full``)."""
-        out = dict(self.backbone.items())
-        if self.perception is not None:
-            out[PERCEPTION] = self.perception
-        return out
-
     def component_prefixes(self) -> dict[str, str]:
-        """Component name -> the parameter-name prefix of its parameters (``backbone.components.encoder.0.en.``)."""
         out = {name: f"backbone.{component_path(name)}." for name, _ in self.backbone.items()}
         if self.perception is not None:
             out[PERCEPTION] = "perception."
         return out
-
-    def component_of(self) -> dict[str, str]:
-        """Parameter name -> its component. Every parameter of the model belongs to exactly one."""
-        prefixes = self.component_prefixes()
-        out = {}
-        for pname, _ in self.named_parameters():
-            owner = next((c for c, pre in prefixes.items() if pname.startswith(pre)), None)
-            if owner is None:
-                raise RuntimeError(f"parameter {pname!r} belongs to no component")
-            out[pname] = owner
-        return out
-
-    def mgcm_components(self) -> dict[str, str] | None:
-        """MGCM ``component`` granularity: one module per named component."""
-        return {name: re.escape(prefix) + ".*" for name, prefix in self.component_prefixes().items()}
-
-    def task_for(self, task: str, source_lang: str, target_lang: str) -> ModularTaskConfig:
-        key = f"{task}:{source_lang}-{target_lang}"
-        t = self.tasks.get(key)
-        if t is None:
-            raise KeyError(f"no modular task for direction {key}; model.modular.tasks has {sorted(self.tasks)}")
-        return t
-
-    def task_groups(self, batch: dict[str, Any]) -> list[tuple[ModularTaskConfig, torch.Tensor]]:
-        """The batch's tasks in order of first appearance, each with the (N,) indices of its examples."""
-        rows: dict[str, list[int]] = {}
-        for i, key in enumerate(zip(batch["tasks"], batch["source_langs"], batch["target_langs"])):
-            rows.setdefault(self.task_for(*key).direction, []).append(i)
-        return [(self.tasks[d], torch.tensor(idx, dtype=torch.long)) for d, idx in rows.items()]
 
     # ---- forward ----------------------------------------------------------------------------
     def _embed(self, name: str, ids: torch.Tensor) -> torch.Tensor:
@@ -180,16 +99,13 @@ class ModularTranslation(TranslationModel):
         groups = self.task_groups(batch)
         pieces, order = [], []
         for task, idx in groups:
-            sub = batch if len(groups) == 1 else take_rows(batch, idx)
-            sub_speech = None if speech is None else (speech if len(groups) == 1 else
-                                                      (speech[0][idx], speech[1][idx]))
+            one = len(groups) == 1
+            sub = batch if one else take_rows(batch, idx)
+            sub_speech = None if speech is None else speech if one else (speech[0][idx], speech[1][idx])
             memory, mask = self.encode(sub, task, sub_speech)
-            pieces.append(self.decode_states(task, decoder_in if len(groups) == 1 else decoder_in[idx], memory, mask))
+            pieces.append(self.decode_states(task, decoder_in if one else decoder_in[idx], memory, mask))
             order.append(idx)
-        if len(groups) == 1:
-            return pieces[0], aux
-        inverse = torch.argsort(torch.cat(order))  # back to the batch's order
-        return torch.cat(pieces)[inverse.to(targets.device)], aux  # (B, U, V)
+        return restore_order(pieces, order), aux  # (B, U, V) in the batch's order
 
     @torch.no_grad()
     def generate_ids(self, batch: dict[str, Any]) -> list[list[int]]:
@@ -216,19 +132,3 @@ class ModularTranslation(TranslationModel):
             for i, row in zip(idx.tolist(), ids):
                 out[i] = row
         return out
-
-    def probe_direction(self, modality: str) -> tuple[str, str, str] | None:
-        """The task of ``modality`` with the most parameters: the heaviest step of its buckets."""
-        sizes = self.parameters_per_task()
-        audio = modality == "audio"
-        tasks = [t for t in self.cfg.modular.tasks if (t.perception is not None) == audio]
-        if not tasks:
-            return None
-        t = max(tasks, key=lambda t: sizes[t.name])
-        return t.task, t.source_lang, t.target_lang
-
-    # ---- reporting --------------------------------------------------------------------------
-    def parameters_per_task(self) -> dict[str, int]:
-        """Parameters each task runs (its components' sizes summed)."""
-        sizes = {name: sum(p.numel() for p in m.parameters()) for name, m in self.component_modules().items()}
-        return {t.name: sum(sizes[c] for c in t.components()) for t in self.cfg.modular.tasks}

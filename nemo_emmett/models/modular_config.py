@@ -36,6 +36,11 @@ class ModularTaskConfig:
     prompt: str = "<{target_lang}>"
     """Prompt before the input; may use {task}, {source_lang}, {target_lang}. The target-language tag
     is needed where a decoder serves several target languages; '' for none."""
+    encoder_adapter: str | None = None
+    """Pretrained backbones (``ModularSalmT5``): ``encoder_adapter.<id>``, a bottleneck adapter after every
+    encoder layer of the frozen backbone (``encoder`` and ``decoder`` stay empty)."""
+    decoder_adapter: str | None = None
+    """Likewise ``decoder_adapter.<id>`` after every decoder layer."""
 
     @property
     def direction(self) -> str:
@@ -43,7 +48,8 @@ class ModularTaskConfig:
 
     def components(self) -> list[str]:
         """Every component the task runs, without repeats, in forward order."""
-        names = [self.perception, self.source_embed, *self.encoder, self.target_embed, *self.decoder]
+        names = [self.perception, self.source_embed, *self.encoder, self.encoder_adapter, self.target_embed,
+                 *self.decoder, self.decoder_adapter]
         return list(dict.fromkeys(n for n in names if n is not None))
 
 
@@ -61,6 +67,8 @@ class ModularConfig:
     """Language groups the sharing ids came from (a record for readers; names are already resolved)."""
     devices: list[list[str]] | None = None
     """Task names per device (the meta-config tool's allocation, for component-aware distributed training)."""
+    adapter_bottleneck: int = 64
+    """Width of the bottleneck adapters (pretrained backbones)."""
 
 
 @dataclass
@@ -68,14 +76,19 @@ class ModularModelConfig(ModelConfig):
     modular: ModularConfig = field(default_factory=ModularConfig)
 
 
-def check_modular(cfg: ModularConfig) -> None:
-    """Restrictions on the task table, with errors that name the task and key."""
+def check_modular(cfg: ModularConfig, *, adapters: bool = False) -> None:
+    """Restrictions on the task table, with errors that name the task and key. ``adapters``: the
+    components are adapters of a pretrained backbone (no layer stacks; every task names its two adapters)."""
     if not cfg.tasks:
         raise ValueError("model.modular.tasks is empty: list the tasks (examples/config_config.py writes them)")
     for key in ("encoder_layers", "decoder_layers"):
         layers = getattr(cfg, key)
-        if not layers or any(n < 1 for n in layers):
+        if adapters and layers:
+            raise ValueError(f"model.modular.{key} must be [] with a pretrained backbone (its layers are fixed), got {layers}")
+        if not adapters and (not layers or any(n < 1 for n in layers)):
             raise ValueError(f"model.modular.{key} must list at least one stack of >= 1 layers, got {layers}")
+    if adapters and cfg.adapter_bottleneck < 1:
+        raise ValueError(f"model.modular.adapter_bottleneck must be >= 1, got {cfg.adapter_bottleneck}")
     names, directions = set(), {}
     for i, t in enumerate(cfg.tasks):
         where = f"model.modular.tasks[{i}] ({t.name!r})"
@@ -99,7 +112,14 @@ def check_modular(cfg: ModularConfig) -> None:
                 kind, p, _ = parse_component(name)
                 if kind != side or p != pos:
                     raise ValueError(f"{where}: {side}[{pos}] is {name!r}; expected {side}.{pos}.<id>")
-        for key in ("source_embed", "target_embed"):
+        for key in ("encoder_adapter", "decoder_adapter"):
+            value = getattr(t, key)
+            if adapters and (value is None or parse_component(value)[0] != key):
+                raise ValueError(f"{where}: {key} must be a {key}.<id> component with a pretrained backbone, got {value!r}")
+            if not adapters and value is not None:
+                raise ValueError(f"{where}: {key} {value!r} needs a pretrained backbone (ModularSalmT5); "
+                                 "layer-stack models have none")
+        for key in () if adapters else ("source_embed", "target_embed"):  # a pretrained backbone embeds itself
             if parse_component(getattr(t, key))[0] != "embed":
                 raise ValueError(f"{where}: {key} {getattr(t, key)!r} is not an embed.<id> component")
         if t.task in AUDIO_TASKS:

@@ -2,7 +2,9 @@
 
 A component name is ``<kind>.<position>.<sharing_id>`` for layer stacks (``encoder.0.en``,
 ``decoder.1.full``) and ``<kind>.<sharing_id>`` for the single-slot kinds (``embed.de``,
-``perception.full``). The sharing id comes from the pattern and the task's languages:
+``perception.full``, the adapters of a pretrained backbone ``encoder_adapter.en`` and
+``decoder_adapter.de``, the pretrained backbone itself ``backbone.full``). The sharing id comes
+from the pattern and the task's languages:
 
 =============== ===================================================================
 ``FULL``        ``full``: one component for every task
@@ -12,7 +14,8 @@ A component name is ``<kind>.<position>.<sharing_id>`` for layer stacks (``encod
 ``GROUP``       likewise with groups
 =============== ===================================================================
 
-Encoder-side kinds are ``encoder`` and ``perception``; ``decoder`` is decoder-side; ``embed``
+Encoder-side kinds are ``encoder``, ``encoder_adapter`` and ``perception``; ``decoder`` and
+``decoder_adapter`` are decoder-side; ``embed``
 takes the side it is looked up for (the source embedding of a task is ``embed.<src id>``, its
 target embedding ``embed.<tgt id>``, so one per-language table serves a language on both sides).
 Target-specific encoder components (``TGT_LANGUAGE`` on the encoder) are allowed.
@@ -26,12 +29,11 @@ from collections.abc import Mapping, Sequence
 PATTERNS = ("FULL", "SRC_GROUP", "TGT_GROUP", "GROUP", "SRC_LANGUAGE", "TGT_LANGUAGE", "LANGUAGE")
 SIDES = ("encoder", "decoder")
 STACK_KINDS = ("encoder", "decoder")
-SINGLE_KINDS = ("embed", "perception")
-KIND_SIDE = {"encoder": "encoder", "perception": "encoder", "decoder": "decoder"}
+SINGLE_KINDS = ("embed", "perception", "encoder_adapter", "decoder_adapter", "backbone")
 FULL_ID = "full"
 _ID = re.compile(r"[A-Za-z0-9_-]+")
 _NAME = re.compile(r"(?P<kind>encoder|decoder)\.(?P<pos>\d+)\.(?P<id>[A-Za-z0-9_-]+)"
-                   r"|(?P<single>embed|perception)\.(?P<sid>[A-Za-z0-9_-]+)")
+                   r"|(?P<single>embed|perception|encoder_adapter|decoder_adapter|backbone)\.(?P<sid>[A-Za-z0-9_-]+)")
 
 
 def check_id(value: str, what: str) -> str:
@@ -95,7 +97,7 @@ def stack_component(kind: str, position: int, pattern: str, *, source_lang: str,
 
 def single_component(kind: str, pattern: str, *, side: str, source_lang: str, target_lang: str,
                      groups: Mapping[str, str] | None = None) -> str:
-    """``embed.<id>`` (for ``side``) or ``perception.<id>`` (encoder side)."""
+    """``embed.<id>`` (for ``side``), ``perception.<id>``, ``encoder_adapter.<id>``, ``decoder_adapter.<id>``."""
     if kind not in SINGLE_KINDS:
         raise ValueError(f"component kind must be one of {SINGLE_KINDS}, got {kind!r}")
     return f"{kind}.{sharing_id(pattern, side=side, source_lang=source_lang, target_lang=target_lang, groups=groups)}"
@@ -106,7 +108,7 @@ def parse_component(name: str) -> tuple[str, int | None, str]:
     m = _NAME.fullmatch(name) if isinstance(name, str) else None
     if m is None:
         raise ValueError(f"component name {name!r} is not of the form encoder.<position>.<id>, "
-                         "decoder.<position>.<id>, embed.<id> or perception.<id>")
+                         f"decoder.<position>.<id> or <kind>.<id> with kind one of {SINGLE_KINDS}")
     if m["single"]:
         return m["single"], None, m["sid"]
     return m["kind"], int(m["pos"]), m["id"]
