@@ -27,6 +27,14 @@ combined gradients (projection uses each rank's local gradients), then ``opt.ste
 ``on_before_optimizer_step`` (gradients already unscaled) a non-finite gradient skips the step
 (the scaler skips and lowers its scale; otherwise gradients are dropped, so the optimizer leaves
 weights and state alone) and clipping is applied; then ``zero_grad`` and the LR scheduler.
+
+**Under ``trainer.strategy: component_sync``** (ranks hold different components): no all-reduce
+here; the strategy averages each component among its holders inside ``opt.step()``, before
+``on_before_optimizer_step``. The projection therefore uses each rank's *local* per-task gradients
+(as under DDP) and the projected, combined gradients are what get synchronised: projecting
+synchronised per-task gradients instead would need one all-reduce and one gradient buffer per task.
+The finiteness check and norm clipping use the strategy's global norm (each component counted
+once), so that every replica skips or scales alike.
 """
 
 from __future__ import annotations
@@ -210,7 +218,7 @@ class MGCMStep:
         with self._no_sync(model):
             stats = self.backward(model, loss.task_shares(), total, groups)
         trainable = [p for members in groups for p in members]
-        if _world_size() > 1:
+        if _world_size() > 1 and _component_sync(model) is None:  # component_sync reduces inside opt.step()
             all_reduce_gradients(trainable)
         opt.step()  # -> on_before_optimizer_step: finiteness check, clipping
         opt.zero_grad()
@@ -266,8 +274,12 @@ class MGCMStep:
         params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if not params:
             return
-        norms = torch._foreach_norm([p.grad for p in params])  # fp32 accumulation per tensor
-        total = torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))
+        sync = _component_sync(model)
+        if sync is not None:  # the whole model's norm, the same on every rank
+            total = sync.global_norm()
+        else:
+            norms = torch._foreach_norm([p.grad for p in params])  # fp32 accumulation per tensor
+            total = torch.linalg.vector_norm(torch.stack([n.float() for n in norms]))
         if not bool(torch.isfinite(total)):
             self.skipped_steps += 1
             log.warning("MGCM: non-finite gradient (norm %s) at step %d: step skipped (%d so far)",
@@ -276,7 +288,9 @@ class MGCMStep:
                 for p in params:  # optimizers leave parameters without gradients (and their state) alone
                     p.grad = None
             return  # a grad scaler found it too: it skips the step and lowers its scale
-        if self.cfg.gradient_clip_val:
+        if self.cfg.gradient_clip_val and sync is not None and self.cfg.gradient_clip_algorithm == "norm":
+            sync.clip_by_global_norm(self.cfg.gradient_clip_val)
+        elif self.cfg.gradient_clip_val:
             model.clip_gradients(optimizer, gradient_clip_val=self.cfg.gradient_clip_val,
                                  gradient_clip_algorithm=self.cfg.gradient_clip_algorithm)
 
@@ -318,6 +332,14 @@ def summarize(sums: Sequence[float]) -> dict[str, float | None]:
         "mean_cos": cos_sum / counted if counted else None,
         "norm_removed": (removed_sq / aux_sq) ** 0.5 if aux_sq > 0 else None,
     }
+
+
+def _component_sync(model: TranslationModel) -> Any:
+    """The trainer's ComponentSyncStrategy, or None."""
+    from nemo_emmett.strategies.component_sync import ComponentSyncStrategy
+
+    strategy = model.trainer.strategy
+    return strategy if isinstance(strategy, ComponentSyncStrategy) else None
 
 
 def _world_size() -> int:

@@ -11,7 +11,8 @@ process group per distinct holder set (``parts/component_sync.py``), and copy ev
 component from its lowest holder. Every optimizer step: the closure (forward and backward) runs,
 then :func:`sync_gradients`, then Lightning's hooks and clipping; norm clipping
 (``trainer.gradient_clip_val``) uses the *global* norm (each component counted once), so the
-replicas scale alike. Manual optimization (MGCM) goes through the same ``optimizer_step``.
+replicas scale alike. Manual optimization (MGCM) goes through the same ``optimizer_step``:
+its per-task projection runs on each rank's local gradients before the sync (``parts/mgcm_step.py``).
 
 **Checkpoints.** ``state_dict`` holds every component once (from its lowest holder, gathered to
 rank 0), ``optimizer_states`` every rank's optimizer state (``{"component_sync_ranks": [...]}``);
@@ -35,6 +36,7 @@ from nemo_emmett.parts.component_sync import (
     SyncStats,
     broadcast_components,
     clip_by_global_norm,
+    global_grad_norm,
     holders_from_components,
     new_groups,
     sync_gradients,
@@ -121,6 +123,11 @@ class ComponentSyncStrategy(DDPStrategy):
         self.last_stats = sync_gradients(params, self.holders, self.groups, rank=self.global_rank,
                                          device=self.root_device)
         return self.last_stats
+
+    def global_norm(self) -> torch.Tensor:
+        """The whole model's gradient norm (each component once), the same on every rank."""
+        params = component_parameters(self.lightning_module)
+        return global_grad_norm(params, self.holders, rank=self.global_rank, device=self.root_device)
 
     def clip_by_global_norm(self, max_norm: float) -> torch.Tensor:
         """Norm clipping with the whole model's norm, the same on every rank; returns the norm."""

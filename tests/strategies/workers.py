@@ -119,11 +119,13 @@ def lightning_worker(rank: int, world_size: int, port: int, cfg: dict, out_dir: 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             self.ids.append(list(batch["ids"]))
 
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     pl.seed_everything(rank, verbose=False)  # different initial values per rank: setup must broadcast them
     seen = Seen()
     trainer = pl.Trainer(accelerator="cpu", devices=world_size, strategy="component_sync", max_steps=max_steps,
                          limit_val_batches=0, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                         use_distributed_sampler=False, gradient_clip_val=1.0, default_root_dir=out_dir,
+                         use_distributed_sampler=False, default_root_dir=out_dir,
+                         gradient_clip_val=None if cfg["model"].get("mgcm") else 1.0,  # MGCM clips itself
                          callbacks=[seen, ModelCheckpoint(dirpath=Path(out_dir) / "ckpt", every_n_train_steps=3,
                                                           save_top_k=-1)])
     assert isinstance(trainer.strategy, ComponentSyncStrategy)
