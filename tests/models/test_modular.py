@@ -188,3 +188,34 @@ def test_oomptimizer_probes_a_modular_model_with_its_heaviest_task(spm_path, tmp
     for modality in ("audio", "text"):
         (row,) = result.buckets[modality]
         assert row.batch_size >= 1 and row.peak <= result.budget
+
+
+def test_mgcm_projects_per_component_and_only_where_tasks_share_one(spm_path, one_torch_thread):
+    from test_mgcm_training import by_module, run_hooked_backward, st_asr_batch
+
+    from nemo_emmett.parts.mgcm import combine
+
+    tasks = [task("st_en-de", "st", "en", "de", ["encoder.0.en", "encoder.1.full"], ["decoder.0.full", "decoder.1.de"],
+                  perception="perception.full"),
+             task("asr_en-en", "asr", "en", "en", ["encoder.0.en", "encoder.1.full"], ["decoder.0.full", "decoder.1.en"],
+                  perception="perception.full")]
+    cfg = modular_cfg(spm_path, tasks)
+    cfg["mgcm"] = {"enabled": True, "granularity": "component", "primary_task": "st"}
+    model = ModularTranslation(cfg).eval()
+    batch = st_asr_batch(model)
+    groups, grads, stats = run_hooked_backward(model, batch)
+    def reaches(task, members):  # a task's examples reach a component (zeros flow back through the routing)
+        return any(grads[task][p] is not None and bool(grads[task][p].any()) for p in members)
+
+    both = {m for m, members in groups.items() if reaches("st", members) and reaches("asr", members)}
+    assert both == {"perception.full", "embed.full", "encoder.0.en", "encoder.1.full", "decoder.0.full"}
+    reference = combine(by_module(grads["st"], groups), {"asr": by_module(grads["asr"], groups)})
+    for m, members in groups.items():
+        for p, expected in zip(members, reference[m]):
+            if expected is None:
+                assert p.grad is None or not p.grad.any(), m
+            else:
+                torch.testing.assert_close(p.grad, expected, rtol=1e-5, atol=1e-7)
+    dot, pp, aa = stats["asr"].unbind(1)
+    in_both = torch.tensor([m in both for m in groups])
+    assert not ((dot != 0) & ~in_both).any()  # a task-specific decoder stack is never compared
