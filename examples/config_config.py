@@ -31,6 +31,9 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("meta", help="the meta-config (YAML)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="replace meta-config values, e.g. sharing.embed=LANGUAGE or "
+                        "'sharing.encoder=[{layers: 1, pattern: FULL}, {layers: 1, pattern: FULL}]'")
     p.add_argument("--out", required=True, help="the Hydra config to write, e.g. conf/mammoth_multi30k.yaml")
     p.add_argument("--prepare-script", help="also write a bash script with the emmett-prepare commands")
     return p
@@ -39,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        x = expand(load_meta_config(args.meta))
+        x = expand(load_meta_config(args.meta, args.overrides))
         out = Path(args.out)
         if out.suffix != ".yaml":
             raise ValueError(f"--out {args.out!r} must end in .yaml (Hydra finds configs by that suffix)")

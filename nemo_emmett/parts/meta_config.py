@@ -49,7 +49,7 @@ TAG_PROMPT = "<{target_lang}>"
 GROUP_PATTERNS = tuple(p for p in PATTERNS if p.endswith("GROUP"))
 SHAR_ROOT = "${shar_root}"  # bitext folders are written under the config's shar_root, so it can be overridden
 MODEL_CLASS = "nemo_emmett.models.modular.ModularTranslation"
-_BITEXT_KEYS = ("name", "task", "kind", "pairs", "src", "tgt", "mode", "valid_src", "valid_tgt")
+_BITEXT_KEYS = ("name", "task", "kind", "pairs", "src", "tgt", "mode", "valid_src", "valid_tgt", "valid_max_lines")
 _SHAR_KEYS = ("name", "task", "kind", "pairs", "path", "valid_path")
 
 
@@ -86,6 +86,8 @@ class CorpusSpec:
     """bitext: ``directional`` or ``symmetric`` (``nemo_emmett.data.templates``)."""
     valid_src: str | None = None
     valid_tgt: str | None = None
+    valid_max_lines: int | None = None
+    """bitext: prepare at most this many validation lines per direction (validation decodes every one)."""
     path: str | None = None
     """shar: folder template, e.g. ``shar/multi30k_speech/st_{lang_pair}``."""
     valid_path: str | None = None
@@ -161,11 +163,30 @@ class Expansion:
 
 
 # ---- parsing ----------------------------------------------------------------------------------
-def load_meta_config(path: str | Path) -> MetaConfig:
+def load_meta_config(path: str | Path, overrides: Sequence[str] = ()) -> MetaConfig:
+    """The meta-config in ``path``, with Hydra-style ``key=value`` ``overrides`` (``sharing.embed=LANGUAGE``,
+    ``'sharing.encoder=[{layers: 2, pattern: FULL}]'``) replacing what the file says."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"meta-config {str(path)!r} does not exist")
     with open(path, encoding="utf-8") as f:
-        return parse_meta_config(yaml.safe_load(f))
+        raw = yaml.safe_load(f)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} is not of the form key=value (e.g. sharing.embed=LANGUAGE)")
+        node, parts = raw, key.split(".")
+        for i, part in enumerate(parts):
+            if isinstance(node, list):
+                if not (part.isdigit() and int(part) < len(node)):
+                    raise ValueError(f"override {item!r}: no item {part} in a list of {len(node)}")
+                part = int(part)
+            elif not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {'.'.join(parts[:i])!r} is neither a mapping nor a list")
+            if i == len(parts) - 1:
+                node[part] = yaml.safe_load(value)
+            else:
+                node = node.setdefault(part, {}) if isinstance(node, dict) else node[part]
+    return parse_meta_config(raw)
 
 
 def parse_meta_config(raw: Any) -> MetaConfig:
@@ -233,6 +254,9 @@ def _corpus(raw: Any, i: int) -> CorpusSpec:
             raise ValueError(f"{where}: mode {spec.mode!r} is not one of {MODES}")
         if (spec.valid_src is None) != (spec.valid_tgt is None):
             raise ValueError(f"{where}: give both valid_src and valid_tgt, or neither")
+        n = spec.valid_max_lines
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"{where}: valid_max_lines must be an integer >= 1, got {n!r}")
     elif spec.path is None:
         raise ValueError(f"{where}: kind shar needs 'path' (a folder template, e.g. shar/{{lang_pair}})")
     if spec.pairs != "all" and not (isinstance(spec.pairs, list) and spec.pairs):
@@ -480,17 +504,18 @@ def task_components(d: TaskData, sharing: SharingSpec, lang_group: Mapping[str, 
 
 
 def prompts(tasks: Sequence[ModularTaskConfig], target_tags: str) -> list[str]:
-    """Per task: ``<{target_lang}>`` or ``""``. ``auto`` tags a task when one of its decoder-side components
-    (decoder stacks, target embedding) is the decoder side of a task with another target language."""
+    """Per task: ``<{target_lang}>`` or ``""``. ``auto`` tags a task when one of its decoder stacks also
+    serves a task with another target language (a shared decoder must be told the language; a shared
+    output vocabulary under target-specific stacks need not)."""
     if target_tags not in TARGET_TAGS:
         raise ValueError(f"target_tags {target_tags!r} is not one of {TARGET_TAGS}")
     if target_tags != "auto":
         return [TAG_PROMPT if target_tags == "always" else ""] * len(tasks)
     targets: dict[str, set[str]] = {}
     for t in tasks:
-        for c in (t.target_embed, *t.decoder):
+        for c in t.decoder:
             targets.setdefault(c, set()).add(t.target_lang)
-    return [TAG_PROMPT if any(len(targets[c]) > 1 for c in (t.target_embed, *t.decoder)) else "" for t in tasks]
+    return [TAG_PROMPT if any(len(targets[c]) > 1 for c in t.decoder) else "" for t in tasks]
 
 
 def allocate_devices(tasks: Sequence[ModularTaskConfig], weights: Mapping[str, float], num_devices: int, *,
@@ -596,6 +621,8 @@ def prepare_commands(meta: MetaConfig, data: Sequence[TaskData], weights: Mappin
             pairs = ",".join(f"{d.source_lang}-{d.target_lang}" for d, _ in folders)
             args = ["bitext", "--dataset", dataset, "--out", meta.shar_root, "--mode", corpus.mode, "--pairs", pairs,
                     "--src-template", src, "--tgt-template", tgt]
+            if dataset != corpus.name and corpus.valid_max_lines is not None:
+                args += ["--max-lines", str(corpus.valid_max_lines)]
             out.append(PrepareCommand(args, [p.replace(SHAR_ROOT, meta.shar_root) for _, p in folders]))
     return out
 

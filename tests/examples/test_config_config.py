@@ -95,3 +95,24 @@ def test_multi30k_recipe_meta_config_expands(tmp_path, monkeypatch, capsys):
                                                                                           "decoder.1.fr"]
     assert {s["num_examples"] for s in cfg["data"]["train_sources"]} == {29000}
     assert script.read_text().count("emmett-prepare bitext") == 2  # train and validation
+
+
+def test_overrides_replace_meta_config_values_and_cap_validation(tmp_path):
+    from nemo_emmett.parts.meta_config import expand, load_meta_config
+
+    if not MULTI30K.is_dir():
+        pytest.skip("../shared/data/multi30k is absent (the recipe's corpus)")
+    meta = tmp_path / "m.yaml"
+    meta.write_text((REPO / "recipes" / "mammoth_multi30k.meta.yaml").read_text().replace("../shared", str(REPO.parent / "shared")))
+    x = expand(load_meta_config(meta, ["sharing.encoder=[{layers: 2, pattern: FULL}]",
+                                       "sharing.decoder=[{layers: 1, pattern: TGT_LANGUAGE}]",
+                                       "corpora.0.valid_max_lines=50"]))
+    assert {tuple(t.encoder) for t in x.tasks} == {("encoder.0.full",)}
+    assert {t.decoder[0] for t in x.tasks} == {"decoder.0.en", "decoder.0.de", "decoder.0.fr", "decoder.0.cs"}
+    assert all(t.prompt == "" for t in x.tasks)  # target-specific decoders: no tag needed
+    train, valid = x.prepare
+    assert "--max-lines" not in train.args and valid.args[valid.args.index("--max-lines") + 1] == "50"
+    with pytest.raises(ValueError, match="override 'sharing' is not of the form key=value"):
+        load_meta_config(meta, ["sharing"])
+    with pytest.raises(ValueError, match="override 'corpora.7.task=mt': no item 7"):
+        load_meta_config(meta, ["corpora.7.task=mt"])

@@ -147,7 +147,7 @@ def test_components_follow_the_sharing_patterns(tree):
 @pytest.mark.parametrize(("decoder", "embed", "tags", "expected"), [
     ("TGT_LANGUAGE", "LANGUAGE", "auto", ""),            # every decoder-side component serves one target
     ("FULL", "LANGUAGE", "auto", "<{target_lang}>"),     # one decoder for all targets
-    ("TGT_LANGUAGE", "FULL", "auto", "<{target_lang}>"),  # a shared output vocabulary
+    ("TGT_LANGUAGE", "FULL", "auto", ""),                # a shared vocabulary under target-specific stacks
     ("TGT_LANGUAGE", "LANGUAGE", "always", "<{target_lang}>"),
     ("FULL", "FULL", "never", ""),
 ])
