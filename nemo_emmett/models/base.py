@@ -21,7 +21,7 @@ from nemo_emmett.modules.perception import AudioPerception, build_perception
 from nemo_emmett.parts.freeze import freeze_by_regex, trainable_summary
 from nemo_emmett.parts.lora import apply_lora
 from nemo_emmett.parts.loss import BatchLoss, per_example_nll
-from nemo_emmett.parts.metrics import ScoreAccumulator
+from nemo_emmett.parts.metrics import MeanAccumulator, ScoreAccumulator
 from nemo_emmett.parts.mgcm_step import MGCMStep
 from nemo_emmett.parts.optim import build_optimizer_and_scheduler
 from nemo_emmett.parts.text_processor import TextProcessor
@@ -51,6 +51,7 @@ class TranslationModel(pl.LightningModule, ABC):
                      if self.cfg.mgcm.enabled else None)
         self.automatic_optimization = self.mgcm is None
         self.scores = ScoreAccumulator()
+        self.val_losses = MeanAccumulator()
 
     # ---- family hooks -----------------------------------------------------------------------
     @abstractmethod
@@ -153,19 +154,22 @@ class TranslationModel(pl.LightningModule, ABC):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         loss, per_task = self.task_losses(batch)
         n = len(batch["ids"])
-        self.log("val_loss", loss, prog_bar=True, batch_size=n, sync_dist=True)
-        for task, value in per_task.items():
-            self.log(f"val_loss/{task}", value, batch_size=n, sync_dist=True)
+        for key, value in {"val_loss": loss, **{f"val_loss/{t}": v for t, v in per_task.items()}}.items():
+            self.val_losses.update(key, float(value), n)  # reduced over ranks at the epoch's end
         hyps = self.translate_batch(batch)
         for task, src, tgt, hyp, ref in zip(batch["tasks"], batch["source_langs"], batch["target_langs"], hyps,
                                             batch["target_texts"]):
             self.scores.update(f"{task}:{src}-{tgt}", [hyp], [ref])
 
     def on_validation_epoch_end(self) -> None:
+        losses = self.val_losses.compute()  # the same on every rank: log without sync_dist
+        self.val_losses.reset()
+        for k, v in losses.items():
+            self.log(k, v, prog_bar=k == "val_loss")
         scores = self.scores.compute()
         self.scores.reset()
         for k, v in scores.items():
-            self.log(k, v, prog_bar=k == "bleu/avg", rank_zero_only=True)
+            self.log(k, v, prog_bar=k == "bleu/avg")  # gathered: the same on every rank
         if scores and self.trainer.is_global_zero:
             log.info("validation: %s", ", ".join(f"{k}={v:.2f}" for k, v in sorted(scores.items())))
 

@@ -116,6 +116,10 @@ class ModularTasks:
             rows.setdefault(self.task_for(*key).direction, []).append(i)
         return [(self.tasks[d], torch.tensor(idx, dtype=torch.long)) for d, idx in rows.items()]
 
+    def components_reached(self, batch: dict[str, Any], task: str) -> set[str]:
+        """The components that the batch's examples of ``task`` (``st``, ``asr``, ``mt``) run."""
+        return {c for t, _ in self.task_groups(batch) if t.task == task for c in self.task_components(t)}
+
     def parameters_per_task(self) -> dict[str, int]:
         """Parameters each task runs (its components' sizes summed)."""
         sizes = {name: sum(p.numel() for p in m.parameters()) for name, m in self.component_modules().items()}

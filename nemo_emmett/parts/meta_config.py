@@ -16,7 +16,6 @@ model and in validation (zero-shot directions).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import shlex
@@ -25,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from nemo_emmett.data.examples import AUDIO_TASKS, TASKS
@@ -41,6 +39,8 @@ from nemo_emmett.data.templates import (
     expand_template,
 )
 from nemo_emmett.models.modular_config import ModularConfig, ModularTaskConfig, check_modular
+from nemo_emmett.parts.device_allocation import allocate_devices
+from nemo_emmett.parts.language_clusters import cluster_languages, read_distances
 from nemo_emmett.parts.sharing import PATTERNS, check_id, language_groups, single_component, stack_component
 
 KINDS = ("bitext", "shar")
@@ -277,82 +277,6 @@ def _str_list(raw: Any, where: str) -> list[str]:
 
 
 # ---- groups -----------------------------------------------------------------------------------
-def read_distances(source: str | Mapping[str, Mapping[str, float]], languages: Sequence[str]) -> np.ndarray:
-    """(L, L) distances between ``languages`` (in their order) from a nested mapping (one of ``d[a][b]``,
-    ``d[b][a]`` is enough) or a csv/tsv file: a header row of languages, then one row per language
-    (optionally led by its name). Languages beyond ``languages`` and the diagonal are ignored."""
-    if isinstance(source, str):
-        rows = _read_matrix_file(source)
-        where = f"distances {source!r}"
-    elif isinstance(source, Mapping) and all(isinstance(row, Mapping) for row in source.values()):
-        rows, where = {a: dict(row) for a, row in source.items()}, "distances"
-    else:
-        raise ValueError(f"distances: expected a mapping or a csv/tsv path, got {source!r}")
-    n = len(languages)
-    out = np.zeros((n, n))
-    for i, a in enumerate(languages):
-        for j, b in enumerate(languages[:i]):
-            ab, ba = rows.get(a, {}).get(b), rows.get(b, {}).get(a)
-            if ab is None and ba is None:
-                raise ValueError(f"{where}: no distance between {a!r} and {b!r}")
-            try:
-                d = [float(x) for x in (ab, ba) if x is not None]
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"{where}: distance {a!r}-{b!r} is not a number ({e})") from e
-            if not all(math.isfinite(x) and x >= 0 for x in d) or (len(d) == 2 and not math.isclose(*d)):
-                raise ValueError(f"{where}: distance {a!r}-{b!r} must be one finite number >= 0, got {d}")
-            out[i, j] = out[j, i] = d[0]
-    return out
-
-
-def _read_matrix_file(path: str) -> dict[str, dict[str, str]]:
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"distances file {path!r} does not exist")
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = [r for r in csv.reader(f, delimiter="\t" if path.endswith((".tsv", ".tab")) else ",") if r]
-    header = [c.strip() for c in rows[0]] if rows else []
-    if header and header[0] == "":
-        header = header[1:]
-    if not header or len(rows) - 1 != len(header):
-        raise ValueError(f"distances {path!r}: expected a header row of languages and one row per language "
-                         f"({len(header)} languages, {max(len(rows) - 1, 0)} rows)")
-    out = {}
-    for lineno, (lang, row) in enumerate(zip(header, rows[1:]), start=2):
-        if len(row) == len(header) + 1:
-            if row[0].strip() != lang:
-                raise ValueError(f"{path}:{lineno}: row of {row[0].strip()!r}, expected {lang!r} (the header's order)")
-            row = row[1:]
-        if len(row) != len(header):
-            raise ValueError(f"{path}:{lineno}: {len(row)} values, the header has {len(header)} languages")
-        try:
-            out[lang] = {b: float(x) for b, x in zip(header, row)}
-        except ValueError as e:
-            raise ValueError(f"{path}:{lineno}: not a number ({e})") from e
-    return out
-
-
-def cluster_languages(languages: Sequence[str], distances: np.ndarray, num_groups: int) -> dict[str, list[str]]:
-    """Average-linkage agglomerative clustering of ``distances`` (L, L) into ``num_groups`` groups, named
-    ``g0, g1, ...`` in the order of their first language in ``languages``."""
-    from scipy.cluster.hierarchy import cut_tree, linkage
-    from scipy.spatial.distance import squareform
-
-    if not 1 <= num_groups <= len(languages):
-        raise ValueError(f"num_groups must lie in 1..{len(languages)} (the number of languages), got {num_groups}")
-    if num_groups == len(languages) or len(languages) == 1:
-        labels = list(range(len(languages)))
-    else:
-        tree = linkage(squareform(distances, checks=False), method="average")
-        labels = cut_tree(tree, n_clusters=num_groups).ravel().tolist()
-    names = {}
-    for label in labels:
-        names.setdefault(label, f"g{len(names)}")
-    groups: dict[str, list[str]] = {}
-    for lang, label in zip(languages, labels):
-        groups.setdefault(names[label], []).append(lang)
-    return groups
-
-
 def resolve_groups(meta: MetaConfig) -> dict[str, list[str]]:
     """``groups`` as given (checked against ``languages``), clustered from ``distances``, or none."""
     if meta.groups is not None and (meta.distances is not None or meta.num_groups is not None):
@@ -516,44 +440,6 @@ def prompts(tasks: Sequence[ModularTaskConfig], target_tags: str) -> list[str]:
         for c in t.decoder:
             targets.setdefault(c, set()).add(t.target_lang)
     return [TAG_PROMPT if any(len(targets[c]) > 1 for c in t.decoder) else "" for t in tasks]
-
-
-def allocate_devices(tasks: Sequence[ModularTaskConfig], weights: Mapping[str, float], num_devices: int, *,
-                     slack: float = 0.1) -> list[list[str]]:
-    """Task names per device: tasks that share components together where the load allows.
-
-    Greedy, heaviest task first (ties: table order). A device may take a task while its load (sum of
-    weights) stays within ``(1 + slack) * total / num_devices``; when none can, the least-loaded ones may.
-    Among those, the task goes where it adds the fewest components the device does not hold yet
-    (components every task uses do not count: every device holds them), ties to the lower load, then
-    the lower index. A device still empty (fewer tasks than devices) gets a copy of the task with the
-    most weight per copy, so every device trains and every task is on at least one device.
-    """
-    if isinstance(num_devices, bool) or not isinstance(num_devices, int) or num_devices < 1:
-        raise ValueError(f"devices must be an integer >= 1, got {num_devices!r}")
-    comps = {t.name: set(t.components()) for t in tasks}
-    everywhere = set.intersection(*comps.values()) if comps else set()
-    order = sorted(range(len(tasks)), key=lambda i: -weights[tasks[i].name])
-    capacity = (1 + slack) * sum(weights[t.name] for t in tasks) / num_devices
-    held: list[set[str]] = [set() for _ in range(num_devices)]
-    load = [0.0] * num_devices
-    placed: list[list[int]] = [[] for _ in range(num_devices)]
-    for i in order:
-        name, w = tasks[i].name, weights[tasks[i].name]
-        fits = [k for k in range(num_devices) if load[k] + w <= capacity + 1e-12]
-        if not fits:
-            fits = [k for k in range(num_devices) if load[k] == min(load)]
-        k = min(fits, key=lambda k: (len(comps[name] - everywhere - held[k]), load[k], k))
-        held[k] |= comps[name]
-        load[k] += w
-        placed[k].append(i)
-    copies = {i: 1 for i in range(len(tasks))}
-    for k in range(num_devices):
-        if not placed[k] and tasks:
-            i = min(copies, key=lambda i: (-weights[tasks[i].name] / copies[i], i))
-            copies[i] += 1
-            placed[k].append(i)
-    return [[tasks[i].name for i in sorted(p)] for p in placed]
 
 
 # ---- expansion and output ---------------------------------------------------------------------

@@ -53,6 +53,44 @@ def corpus_scores(hyps: list[str], refs: list[str], *, tokenize: str = "13a") ->
     }
 
 
+def all_gather_objects(obj):
+    """Every rank's ``obj`` (a list of one under a single process)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    per_rank: list = [None] * dist.get_world_size()
+    dist.all_gather_object(per_rank, obj)
+    return per_rank
+
+
+class MeanAccumulator:
+    """Weighted means of named values over a validation pass, reduced over every rank at the end.
+
+    Lightning's ``self.log(..., sync_dist=True)`` reduces each key with one collective, so every rank
+    must log the same keys; per-task losses differ between ranks (one holds a text batch, another an
+    audio one; component-aware training validates each rank's own tasks), so they are gathered here
+    instead, in one ``all_gather_object`` that does not care which keys a rank saw."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+
+    def update(self, key: str, value: float, weight: float) -> None:
+        s = self._sums[key]
+        s[0] += value * weight
+        s[1] += weight
+
+    def reset(self) -> None:
+        self._sums.clear()
+
+    def compute(self) -> dict[str, float]:
+        """{key: weighted mean over every rank}; the same on every rank."""
+        total: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        for sums in all_gather_objects(dict(self._sums)):
+            for key, (v, w) in sums.items():
+                total[key][0] += v
+                total[key][1] += w
+        return {k: v / w for k, (v, w) in sorted(total.items()) if w > 0}
+
+
 class ScoreAccumulator:
     """Collects (key, hyp, ref) during validation; scores each direction in :meth:`compute`."""
 
@@ -68,12 +106,8 @@ class ScoreAccumulator:
         self._pairs.clear()
 
     def _gathered(self) -> dict[str, list[tuple[str, str]]]:
-        if not (dist.is_available() and dist.is_initialized()):
-            return self._pairs
-        per_rank: list = [None] * dist.get_world_size()
-        dist.all_gather_object(per_rank, dict(self._pairs))
         merged: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        for pairs in per_rank:
+        for pairs in all_gather_objects(dict(self._pairs)):
             for key, items in pairs.items():
                 merged[key].extend(items)
         return merged

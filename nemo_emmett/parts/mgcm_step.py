@@ -28,13 +28,12 @@ combined gradients (projection uses each rank's local gradients), then ``opt.ste
 (the scaler skips and lowers its scale; otherwise gradients are dropped, so the optimizer leaves
 weights and state alone) and clipping is applied; then ``zero_grad`` and the LR scheduler.
 
-**Under ``trainer.strategy: component_sync``** (ranks hold different components): no all-reduce
-here; the strategy averages each component among its holders inside ``opt.step()``, before
-``on_before_optimizer_step``. The projection therefore uses each rank's *local* per-task gradients
-(as under DDP) and the projected, combined gradients are what get synchronised: projecting
-synchronised per-task gradients instead would need one all-reduce and one gradient buffer per task.
-The finiteness check and norm clipping use the strategy's global norm (each component counted
-once), so that every replica skips or scales alike.
+**Under ``trainer.strategy: component_sync``** (ranks hold different components): each task's
+gradient is synchronised among each component's holders first and the projection applies to the
+synchronised gradients (``parts/mgcm_sync.py``: one sync and one gradient buffer per auxiliary
+task), so that shared replicas project identical gradients. The finiteness check and norm clipping
+use the strategy's global norm (each component counted once), so that every replica skips or
+scales alike.
 """
 
 from __future__ import annotations
@@ -215,11 +214,18 @@ class MGCMStep:
         model.log_training(batch, total.detach(), {k: v.detach() for k, v in loss.logged().items()})
         params = dict(model.named_parameters())
         groups = [[params[n] for n in members] for members in self.groups.values()]
-        with self._no_sync(model):
-            stats = self.backward(model, loss.task_shares(), total, groups)
-        trainable = [p for members in groups for p in members]
-        if _world_size() > 1 and _component_sync(model) is None:  # component_sync reduces inside opt.step()
-            all_reduce_gradients(trainable)
+        sync = _component_sync(model)
+        if sync is not None:  # project the synchronised per-task gradients (parts/mgcm_sync.py)
+            from nemo_emmett.parts.mgcm_sync import synced_backward
+
+            stats = synced_backward(model, sync, batch, loss.task_shares(), self.cfg.primary_task,
+                                    dict(zip(self.groups, groups)))
+            sync.skip_next_sync = True  # opt.step() would average the same gradients again
+        else:
+            with self._no_sync(model):
+                stats = self.backward(model, loss.task_shares(), total, groups)
+            if _world_size() > 1:
+                all_reduce_gradients([p for members in groups for p in members])
         opt.step()  # -> on_before_optimizer_step: finiteness check, clipping
         opt.zero_grad()
         schedulers = model.lr_schedulers()

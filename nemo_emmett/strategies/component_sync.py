@@ -11,8 +11,9 @@ process group per distinct holder set (``parts/component_sync.py``), and copy ev
 component from its lowest holder. Every optimizer step: the closure (forward and backward) runs,
 then :func:`sync_gradients`, then Lightning's hooks and clipping; norm clipping
 (``trainer.gradient_clip_val``) uses the *global* norm (each component counted once), so the
-replicas scale alike. Manual optimization (MGCM) goes through the same ``optimizer_step``:
-its per-task projection runs on each rank's local gradients before the sync (``parts/mgcm_step.py``).
+replicas scale alike. Manual optimization (MGCM) synchronises each task's gradient
+itself and projects the synchronised gradients (``parts/mgcm_sync.py``); its ``opt.step()`` then
+skips the sync.
 
 **Checkpoints.** ``state_dict`` holds every component once (from its lowest holder, gathered to
 rank 0), ``optimizer_states`` every rank's optimizer state (``{"component_sync_ranks": [...]}``);
@@ -81,6 +82,8 @@ class ComponentSyncStrategy(DDPStrategy):
         self.groups: dict[tuple[int, ...], Any] = {}
         self.last_stats: SyncStats | None = None
         """What the last step's sync communicated (for benchmarks and logging)."""
+        self.skip_next_sync = False
+        """Set by a caller that synchronised the step's gradients itself (MGCM: ``parts/mgcm_sync.py``)."""
         self.checkpoint_hyperparameters: dict[str, Any] | None = None
         """Hyper-parameters to save instead of rank 0's own (``training.py``: the full task table, so
         that a checkpoint rebuilds the whole model)."""
@@ -137,7 +140,10 @@ class ComponentSyncStrategy(DDPStrategy):
     def optimizer_step(self, optimizer: Any, closure: Callable[[], Any], model: Any = None, **kwargs: Any) -> Any:
         def synced() -> Any:
             out = closure()  # forward + backward (automatic), or nothing (manual: backward already done)
-            self.sync()
+            if self.skip_next_sync:
+                self.skip_next_sync = False
+            else:
+                self.sync()
             self._clip_automatic()
             return out
 

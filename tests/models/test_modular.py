@@ -219,3 +219,50 @@ def test_mgcm_projects_per_component_and_only_where_tasks_share_one(spm_path, on
     dot, pp, aa = stats["asr"].unbind(1)
     in_both = torch.tensor([m in both for m in groups])
     assert not ((dot != 0) & ~in_both).any()  # a task-specific decoder stack is never compared
+
+
+def test_mgcm_synced_path_projects_synchronised_task_gradients(spm_path, tmp_path, one_torch_thread):
+    """parts/mgcm_sync.py on one gloo rank (the sync is then the identity): the same update as the
+    reference projection of per-task gradients."""
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+    from test_mgcm_training import by_module, per_task_grads, st_asr_batch
+
+    from nemo_emmett.parts.mgcm import combine
+    from nemo_emmett.parts.mgcm_sync import synced_backward
+
+    tasks = [task("st_en-de", "st", "en", "de", ["encoder.0.en", "encoder.1.full"], ["decoder.0.full", "decoder.1.de"],
+                  perception="perception.full"),
+             task("asr_en-en", "asr", "en", "en", ["encoder.0.en", "encoder.1.full"], ["decoder.0.full", "decoder.1.en"],
+                  perception="perception.full")]
+    cfg = modular_cfg(spm_path, tasks)
+    cfg["mgcm"] = {"enabled": True, "granularity": "component", "primary_task": "st"}
+    model = ModularTranslation(cfg).eval()
+    batch = st_asr_batch(model)
+    named = dict(model.named_parameters())
+    groups = {m: [named[n] for n in members] for m, members in model.mgcm.groups.items()}
+    params = [p for members in groups.values() for p in members]
+    loss = model.batch_loss(batch)
+    grads = per_task_grads(model, loss.task_shares(), params)
+    reference = combine(by_module(grads["st"], groups), {"asr": by_module(grads["asr"], groups)})
+    syncs = []
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        stats = synced_backward(SimpleNamespace(manual_backward=lambda x, **kw: x.backward(**kw),
+                                                component_of=model.component_of,
+                                                named_parameters=model.named_parameters,
+                                                components_reached=model.components_reached),
+                                SimpleNamespace(sync=lambda: syncs.append(1)), batch, loss.task_shares(), "st", groups)
+    finally:
+        dist.destroy_process_group()
+    assert len(syncs) == 2  # one per task: asr, then st
+    for m, members in groups.items():
+        for p, expected in zip(members, reference[m]):
+            if expected is None or not expected.any():
+                assert p.grad is None or not p.grad.any(), m
+            else:
+                torch.testing.assert_close(p.grad, expected, rtol=1e-5, atol=1e-7)
+    dot, pp, aa = stats["asr"].unbind(1)
+    names = list(groups)
+    assert float(pp[names.index("decoder.1.en")]) == 0.0  # st never reaches the ASR decoder stack

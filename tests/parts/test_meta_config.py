@@ -14,15 +14,9 @@ from nemo_emmett.data.prepare_cli import main as emmett_prepare
 from nemo_emmett.data.shar import count_examples, read_shar_dir
 from nemo_emmett.models.config import parse_model_config
 from nemo_emmett.models.modular_config import ModularModelConfig, ModularTaskConfig, check_modular
-from nemo_emmett.parts.meta_config import (
-    allocate_devices,
-    cluster_languages,
-    expand,
-    generated_config,
-    parse_meta_config,
-    read_distances,
-    render_config,
-)
+from nemo_emmett.parts.device_allocation import allocate_devices
+from nemo_emmett.parts.language_clusters import cluster_languages, read_distances
+from nemo_emmett.parts.meta_config import expand, generated_config, parse_meta_config, render_config
 from tests.conftest import write_audio_source
 
 CONF = Path(__file__).resolve().parents[2] / "conf"

@@ -100,9 +100,18 @@ def e2e_cfg(tmp_path_factory) -> dict:
     }
 
 
-def run_fit(cfg, out, max_steps, ckpt=None):
-    run_workers(lightning_worker, 2, free_port(), cfg, str(out), max_steps, ckpt, timeout_s=150)
+def run_fit(cfg, out, max_steps, ckpt=None, kill_at=None, val_every=None):
+    run_workers(lightning_worker, 2, free_port(), cfg, str(out), max_steps, ckpt, kill_at, val_every, timeout_s=150)
     return [torch.load(out / f"rank{r}.pt") for r in range(2)]
+
+
+def run_killed(cfg, out, max_steps, kill_at):
+    """A 2-process run whose processes are SIGKILLed after step ``kill_at`` (a preempted job)."""
+    import torch.multiprocessing as mp
+
+    with pytest.raises(mp.ProcessExitedException, match="signal SIGKILL"):
+        run_fit(cfg, out, max_steps, kill_at=kill_at)
+    assert not (out / "rank0.pt").exists()  # it never finished
 
 
 def test_lightning_strategy_trains_replicas_alike_and_resumes(e2e_cfg, tmp_path, monkeypatch):
@@ -126,7 +135,8 @@ def test_lightning_strategy_trains_replicas_alike_and_resumes(e2e_cfg, tmp_path,
           for c in ("embed.full", "encoder.0.en")}
     assert full[0]["bytes"] == 4 * len(holders) + 4 * sum(ps.values())
 
-    ckpt = next((tmp_path / "full" / "ckpt").glob("*step=3.ckpt"))
+    run_killed(e2e_cfg, tmp_path / "killed", 6, kill_at=4)
+    ckpt = next((tmp_path / "killed" / "ckpt").glob("*step=3.ckpt"))  # written before the kill
     saved = torch.load(ckpt, weights_only=False)
     assert len(saved["optimizer_states"][0]["component_sync_ranks"]) == 2
     assert {k for k in saved["state_dict"]} == set(states[0]) | set(states[1])  # every component once
@@ -149,3 +159,21 @@ def test_mgcm_manual_optimization_under_component_sync(e2e_cfg, tmp_path, monkey
     shared = [k for k in states[0] if k in states[1]]
     assert shared and all(torch.equal(states[0][k], states[1][k]) for k in shared)
     assert out[0]["used"]["embed.full"] == 2
+
+
+def test_validation_under_component_sync_gathers_every_rank_tasks(e2e_cfg, tmp_path, monkeypatch):
+    """Each rank validates its own directions (different per-task keys): no collective mismatch or hang,
+    and every rank ends with the same losses and the scores of every direction."""
+    from tests.conftest import write_text_source
+
+    monkeypatch.setenv("NEMO_EMMETT_CACHE", str(tmp_path / "cache"))
+    val = [{"name": f"val_en{t}", "path": str(write_text_source(tmp_path / f"val{t}", f"val{t}", 12, seed=9 + i, tgt=t,
+                                                                 max_words=5, shard_size=6)),
+            "task": "mt", "source_lang": "en", "target_lang": t} for i, t in enumerate(("de", "fr"))]
+    cfg = {**e2e_cfg, "data": {**e2e_cfg["data"], "validation_sources": val, "val_batch_size": 4},
+           "model": {**e2e_cfg["model"], "decoding": {"max_new_tokens": 4}}}
+    out = run_fit(cfg, tmp_path / "val", 2, val_every=2)
+    m0, m1 = out[0]["metrics"], out[1]["metrics"]
+    for key in ("val_loss", "val_loss/mt", "bleu/mt:en-de", "bleu/mt:en-fr", "chrf/mt:en-de", "chrf/mt:en-fr"):
+        assert key in m0 and key in m1, key
+        assert m0[key] == m1[key], key

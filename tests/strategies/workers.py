@@ -98,9 +98,11 @@ def sync_step_worker(rank: int, world_size: int, init_file: str, out_dir: str) -
 
 # ---- end to end: a tiny ModularTranslation through trainer.strategy=component_sync ------------------
 def lightning_worker(rank: int, world_size: int, port: int, cfg: dict, out_dir: str, max_steps: int,
-                     ckpt_path: str | None) -> None:
+                     ckpt_path: str | None, kill_at: int | None = None, val_every: int | None = None) -> None:
     """What ``training.py`` does under ``trainer.strategy: component_sync`` (without exp_manager and
-    NeMo): the rank's task table and data, then fit; saves the batches seen and the final weights."""
+    NeMo): the rank's task table and data, then fit; saves the batches seen and the final weights.
+    ``kill_at``: the process kills itself (SIGKILL, as a preempted job) once that step is done;
+    ``val_every``: validate every so many steps (else never), and save the logged metrics."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size), RANK=str(rank),
                       LOCAL_RANK=str(rank), NODE_RANK="0", GLOO_SOCKET_IFNAME="lo")
     torch.set_num_threads(1)
@@ -119,11 +121,18 @@ def lightning_worker(rank: int, world_size: int, port: int, cfg: dict, out_dir: 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             self.ids.append(list(batch["ids"]))
 
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if kill_at is not None and trainer.global_step >= kill_at:
+                import signal
+
+                os.kill(os.getpid(), signal.SIGKILL)
+
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     pl.seed_everything(rank, verbose=False)  # different initial values per rank: setup must broadcast them
     seen = Seen()
     trainer = pl.Trainer(accelerator="cpu", devices=world_size, strategy="component_sync", max_steps=max_steps,
-                         limit_val_batches=0, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         limit_val_batches=0 if val_every is None else 1.0, val_check_interval=val_every,
+                         check_val_every_n_epoch=None, num_sanity_val_steps=0, logger=False, enable_progress_bar=False, enable_model_summary=False,
                          use_distributed_sampler=False, default_root_dir=out_dir,
                          gradient_clip_val=None if cfg["model"].get("mgcm") else 1.0,  # MGCM clips itself
                          callbacks=[seen, ModelCheckpoint(dirpath=Path(out_dir) / "ckpt", every_n_train_steps=3,
@@ -136,5 +145,6 @@ def lightning_worker(rank: int, world_size: int, port: int, cfg: dict, out_dir: 
     trainer.strategy.checkpoint_hyperparameters = {"cfg": {**model.hparams["cfg"], "modular": cfg["model"]["modular"]}}
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     stats = trainer.strategy.last_stats
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     torch.save({"ids": seen.ids, "state": model.state_dict(), "holders": trainer.strategy.holders,
-                "bytes": stats.bytes, "used": stats.used}, Path(out_dir) / f"rank{rank}.pt")
+                "bytes": stats.bytes, "used": stats.used, "metrics": metrics}, Path(out_dir) / f"rank{rank}.pt")
