@@ -36,12 +36,4 @@ for setup in specific partial shared; do
   python benchmarks/component_loading.py --model "$OUT/$setup.emmett" --shar-root "$SHAR" \
     --dataset multi30k_val > "$OUT/$setup.json"
 done
-python - "$OUT" <<'PY'
-import json, sys
-out = sys.argv[1]
-for setup in ("specific", "partial", "shared"):
-    d = json.load(open(f"{out}/{setup}.json"))
-    bleu = [t["scores"]["bleu"] for t in d["tasks"]]
-    print(f"{setup:9} total params {d['whole']['parameters']:>10,}  per task {d['tasks'][0]['parameters']:>10,}  "
-          f"BLEU avg {sum(bleu) / len(bleu):5.2f}  " + " ".join(f"{t['direction'][3:]}={t['scores']['bleu']}" for t in d["tasks"]))
-PY
+python recipes/mammoth_table.py "$OUT" specific partial shared | tee "$OUT/tables.md"
