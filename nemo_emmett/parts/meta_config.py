@@ -116,7 +116,7 @@ class MetaConfig:
     """Task name -> the training step it joins the mix at (``introduce_at_step`` of its source)."""
     sharing: SharingSpec = field(default_factory=SharingSpec)
     target_tags: str = "auto"
-    """auto: a prompt ``<{target_lang}>`` where a decoder-side component serves several target languages."""
+    """auto: a prompt ``<{target_lang}>`` where a decoder stack serves several target languages."""
     devices: int | None = None
     """Number of devices to allocate tasks to (:func:`allocate_devices`); null: no allocation."""
     d_model: int | None = None

@@ -190,32 +190,43 @@ def test_oomptimizer_probes_a_modular_model_with_its_heaviest_task(spm_path, tmp
         assert row.batch_size >= 1 and row.peak <= result.budget
 
 
-def test_mgcm_projects_per_component_and_only_where_tasks_share_one(spm_path, one_torch_thread):
-    from test_mgcm_training import by_module, run_hooked_backward, st_asr_batch
-
-    from nemo_emmett.parts.mgcm import combine
-
+def st_asr_model(spm_path):
+    """ST en->de and ASR en sharing perception, embeddings and all but the last decoder stack; MGCM per component."""
     tasks = [task("st_en-de", "st", "en", "de", ["encoder.0.en", "encoder.1.full"], ["decoder.0.full", "decoder.1.de"],
                   perception="perception.full"),
              task("asr_en-en", "asr", "en", "en", ["encoder.0.en", "encoder.1.full"], ["decoder.0.full", "decoder.1.en"],
                   perception="perception.full")]
     cfg = modular_cfg(spm_path, tasks)
     cfg["mgcm"] = {"enabled": True, "granularity": "component", "primary_task": "st"}
-    model = ModularTranslation(cfg).eval()
+    return ModularTranslation(cfg).eval()
+
+
+def assert_grads_equal(groups, reference):
+    """``.grad`` equals the reference update per module (zero or missing where the reference has none)."""
+    for m, members in groups.items():
+        for p, expected in zip(members, reference[m]):
+            if expected is None or not expected.any():
+                assert p.grad is None or not p.grad.any(), m
+            else:
+                torch.testing.assert_close(p.grad, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_mgcm_projects_per_component_and_only_where_tasks_share_one(spm_path, one_torch_thread):
+    from test_mgcm_training import by_module, run_hooked_backward, st_asr_batch
+
+    from nemo_emmett.parts.mgcm import combine
+
+    model = st_asr_model(spm_path)
     batch = st_asr_batch(model)
     groups, grads, stats = run_hooked_backward(model, batch)
+
     def reaches(task, members):  # a task's examples reach a component (zeros flow back through the routing)
         return any(grads[task][p] is not None and bool(grads[task][p].any()) for p in members)
 
     both = {m for m, members in groups.items() if reaches("st", members) and reaches("asr", members)}
     assert both == {"perception.full", "embed.full", "encoder.0.en", "encoder.1.full", "decoder.0.full"}
     reference = combine(by_module(grads["st"], groups), {"asr": by_module(grads["asr"], groups)})
-    for m, members in groups.items():
-        for p, expected in zip(members, reference[m]):
-            if expected is None:
-                assert p.grad is None or not p.grad.any(), m
-            else:
-                torch.testing.assert_close(p.grad, expected, rtol=1e-5, atol=1e-7)
+    assert_grads_equal(groups, reference)
     dot, pp, aa = stats["asr"].unbind(1)
     in_both = torch.tensor([m in both for m in groups])
     assert not ((dot != 0) & ~in_both).any()  # a task-specific decoder stack is never compared
@@ -232,13 +243,7 @@ def test_mgcm_synced_path_projects_synchronised_task_gradients(spm_path, tmp_pat
     from nemo_emmett.parts.mgcm import combine
     from nemo_emmett.parts.mgcm_sync import synced_backward
 
-    tasks = [task("st_en-de", "st", "en", "de", ["encoder.0.en", "encoder.1.full"], ["decoder.0.full", "decoder.1.de"],
-                  perception="perception.full"),
-             task("asr_en-en", "asr", "en", "en", ["encoder.0.en", "encoder.1.full"], ["decoder.0.full", "decoder.1.en"],
-                  perception="perception.full")]
-    cfg = modular_cfg(spm_path, tasks)
-    cfg["mgcm"] = {"enabled": True, "granularity": "component", "primary_task": "st"}
-    model = ModularTranslation(cfg).eval()
+    model = st_asr_model(spm_path)
     batch = st_asr_batch(model)
     named = dict(model.named_parameters())
     groups = {m: [named[n] for n in members] for m, members in model.mgcm.groups.items()}
@@ -257,12 +262,7 @@ def test_mgcm_synced_path_projects_synchronised_task_gradients(spm_path, tmp_pat
     finally:
         dist.destroy_process_group()
     assert len(syncs) == 2  # one per task: asr, then st
-    for m, members in groups.items():
-        for p, expected in zip(members, reference[m]):
-            if expected is None or not expected.any():
-                assert p.grad is None or not p.grad.any(), m
-            else:
-                torch.testing.assert_close(p.grad, expected, rtol=1e-5, atol=1e-7)
+    assert_grads_equal(groups, reference)
     dot, pp, aa = stats["asr"].unbind(1)
     names = list(groups)
     assert float(pp[names.index("decoder.1.en")]) == 0.0  # st never reaches the ASR decoder stack
