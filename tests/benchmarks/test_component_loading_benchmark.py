@@ -8,19 +8,28 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
+from nemo_emmett.data.tokenizer import train_sentencepiece
 from nemo_emmett.models.export import export_model
 from nemo_emmett.models.modular import ModularTranslation
 from tests.conftest import write_text_source
+from tests.models.conftest import LINES
 from tests.models.test_modular import modular_cfg
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_one_task_loads_a_fraction_of_the_model_and_is_scored(spm_path, tmp_path, one_torch_thread):
+@pytest.fixture
+def spm(tmp_path) -> str:
+    return str(train_sentencepiece(LINES * 3, vocab_size=60, key={"test": "loading"}, out_dir=tmp_path / "spm",
+                                   user_defined_symbols=["<de>", "<en>", "<fr>"]))
+
+
+def test_one_task_loads_a_fraction_of_the_model_and_is_scored(spm, tmp_path, one_torch_thread):
     torch.manual_seed(0)
-    cfg = modular_cfg(spm_path)
+    cfg = modular_cfg(spm)
     cfg["decoding"] = {"max_new_tokens": 4}
     model = export_model(ModularTranslation(cfg), tmp_path / "m.emmett")
     for src, tgt in (("en", "de"), ("de", "en"), ("en", "fr")):
