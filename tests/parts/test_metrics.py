@@ -85,3 +85,15 @@ def test_compute_gathers_all_ranks(tmp_path):
     assert r0 == r1  # every rank sees every pair and returns the same numbers
     assert r0["wer/asr:en-en"] == 0.25  # rank 1's pair reached rank 0
     assert r0["bleu/st:en-de"] == pytest.approx(100.0)
+
+
+def test_mean_accumulator_weights_by_batch_and_keeps_each_key():
+    from nemo_emmett.parts.metrics import MeanAccumulator
+
+    acc = MeanAccumulator()
+    acc.update("val_loss", 2.0, 3)
+    acc.update("val_loss", 4.0, 1)
+    acc.update("val_loss/st", 1.0, 2)  # a key only some batches (or ranks) have
+    assert acc.compute() == {"val_loss": 2.5, "val_loss/st": 1.0}
+    acc.reset()
+    assert acc.compute() == {}
