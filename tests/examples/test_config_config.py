@@ -98,7 +98,8 @@ def test_multi30k_recipe_meta_config_expands(tmp_path, monkeypatch, capsys):
 
 
 def test_overrides_replace_meta_config_values_and_cap_validation(tmp_path):
-    from nemo_emmett.parts.meta_config import expand, load_meta_config
+    from nemo_emmett.parts.meta_config import expand
+    from nemo_emmett.parts.meta_schema import load_meta_config
 
     if not MULTI30K.is_dir():
         pytest.skip("../shared/data/multi30k is absent (the recipe's corpus)")

@@ -16,7 +16,8 @@ from nemo_emmett.models.config import parse_model_config
 from nemo_emmett.models.modular_config import ModularModelConfig, ModularTaskConfig, check_modular
 from nemo_emmett.parts.device_allocation import allocate_devices
 from nemo_emmett.parts.language_clusters import cluster_languages, read_distances
-from nemo_emmett.parts.meta_config import expand, generated_config, parse_meta_config, render_config
+from nemo_emmett.parts.meta_config import expand, generated_config, render_config
+from nemo_emmett.parts.meta_schema import parse_meta_config
 from tests.conftest import write_audio_source
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
