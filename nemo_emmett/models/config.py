@@ -67,8 +67,8 @@ class MGCMConfig:
     sub-layer); parameters matching none go by their owning submodule."""
     components: dict[str, str] | None = None
     """``component`` granularity: {name: regex (full match over parameter names)}; the first match names
-    a parameter's component, every parameter must match one. The modular-components (MAMMOTH)
-    issue will supply these names."""
+    a parameter's component, every parameter must match one. null with a modular (MAMMOTH) model: its
+    own named components."""
     module_types: dict[str, str] | None = None
     """Types for the logged statistics, {type: regex over a module's first parameter name}, first
     match wins, else ``other``; null: ``parts.mgcm.DEFAULT_MODULE_TYPES`` (embeddings, perception,

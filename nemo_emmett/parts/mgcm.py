@@ -153,8 +153,8 @@ def group_parameters(names: Iterable[str], *, granularity: str, module_patterns:
       matches none belongs to the submodule that owns it (the name without its last part: a
       Linear's weight and bias, a norm's scale and shift, go together).
     - ``component``: ``components`` maps component names to regexes (full match); the first that
-      matches names the module. Every parameter must match one. The modular-components issue
-      (MAMMOTH) will supply these names; until then they come from YAML.
+      matches names the module. Every parameter must match one. Modular (MAMMOTH) models supply
+      them from their named components (``mgcm_components``); other models take them from YAML.
     """
     names = list(names)
     if granularity not in GRANULARITIES:
