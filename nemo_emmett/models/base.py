@@ -112,10 +112,10 @@ class TranslationModel(pl.LightningModule, ABC):
         """(B, T, D_backbone) speech embeddings, (B,) lengths, and auxiliary losses of an audio batch per
         example, (B,) each (``ctc``: the encoder against the source transcript, when enabled and
         transcripts are given)."""
-        out = self.perception(batch["audio"], batch["audio_lens"])
-        aux = {}
         if self.perception is None:
             raise ValueError("an audio batch reached a model without speech perception (no audio task)")
+        out = self.perception(batch["audio"], batch["audio_lens"])
+        aux = {}
         if self.perception.ctc_head is not None and "transcript_ids" in batch:
             aux["ctc"] = self.perception.ctc_loss(out, batch["transcript_ids"], batch["transcript_lens"],
                                                   reduction="none")

@@ -271,3 +271,15 @@ def test_mgcm_synced_path_projects_synchronised_task_gradients(spm_path, tmp_pat
     dot, pp, aa = stats["asr"].unbind(1)
     names = list(groups)
     assert float(pp[names.index("decoder.1.en")]) == 0.0  # st never reaches the ASR decoder stack
+
+
+def test_an_audio_batch_on_a_text_only_model_is_a_clear_error(model, spm_path):
+    from types import SimpleNamespace
+
+    from test_mgcm_training import st_asr_batch
+
+    from nemo_emmett.parts.text_processor import TextProcessor
+
+    batch = st_asr_batch(SimpleNamespace(text=TextProcessor(spm_path=spm_path)))  # collated without task prompts
+    with pytest.raises(ValueError, match="an audio batch reached a model without speech perception"):
+        model.logits(batch)
