@@ -4,6 +4,7 @@ OOMptimizer's probe direction, per-component files)."""
 
 from __future__ import annotations
 
+import re
 from abc import abstractmethod
 from typing import Any
 
@@ -84,9 +85,13 @@ class ModularTasks:
     def component_modules(self) -> dict[str, nn.Module]:
         return {name: self.get_submodule(prefix.rstrip(".")) for name, prefix in self.component_prefixes().items()}
 
+    def _prefixes_longest_first(self) -> list[tuple[str, str]]:
+        """(component, prefix) with nested prefixes before their parents: the first match owns a name."""
+        return sorted(self.component_prefixes().items(), key=lambda kv: -len(kv[1]))
+
     def component_of(self) -> dict[str, str]:
         """Parameter name -> its component. Every parameter of the model belongs to exactly one."""
-        prefixes = sorted(self.component_prefixes().items(), key=lambda kv: -len(kv[1]))
+        prefixes = self._prefixes_longest_first()
         out = {}
         for pname, _ in self.named_parameters():
             owner = next((c for c, pre in prefixes if pname.startswith(pre)), None)
@@ -96,11 +101,8 @@ class ModularTasks:
         return out
 
     def mgcm_components(self) -> dict[str, str] | None:
-        """MGCM ``component`` granularity: one module per named component."""
-        import re
-
-        prefixes = sorted(self.component_prefixes().items(), key=lambda kv: -len(kv[1]))  # the first match wins
-        return {name: re.escape(prefix) + ".*" for name, prefix in prefixes}
+        """MGCM ``component`` granularity: one module per named component (the first match wins)."""
+        return {name: re.escape(prefix) + ".*" for name, prefix in self._prefixes_longest_first()}
 
     def task_for(self, task: str, source_lang: str, target_lang: str) -> ModularTaskConfig:
         key = f"{task}:{source_lang}-{target_lang}"

@@ -21,9 +21,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
+from nemo_emmett.parts.metrics import all_gather_objects
 from nemo_emmett.parts.mgcm import combine, pair_stats
 
 if TYPE_CHECKING:
@@ -32,9 +32,7 @@ if TYPE_CHECKING:
 
 def step_tasks(local: list[str]) -> list[str]:
     """The sorted union of every rank's tasks in this step."""
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, sorted(local))
-    return sorted({t for tasks in gathered for t in tasks})
+    return sorted({t for tasks in all_gather_objects(sorted(local)) for t in tasks})
 
 
 def synced_backward(model: TranslationModel, strategy: Any, batch: dict[str, Any], shares: dict[str, torch.Tensor],

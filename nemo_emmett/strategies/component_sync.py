@@ -31,6 +31,8 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import move_data_to_device
+from lightning_utilities.core.apply_func import apply_to_collection
 from torch import nn
 
 from nemo_emmett.parts.component_sync import (
@@ -50,13 +52,8 @@ RANKS_KEY = "component_sync_ranks"
 
 
 def _to_cpu(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_to_cpu(v) for v in obj)
-    return obj
+    """Every tensor of a (nested) state detached and on the CPU, for gathering and saving."""
+    return move_data_to_device(apply_to_collection(obj, torch.Tensor, torch.Tensor.detach), "cpu")
 
 
 def component_parameters(module: nn.Module) -> dict[str, list[nn.Parameter]]:
