@@ -83,7 +83,6 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 
 from nemo_emmett.data.bucketing import BucketGrid, batch_sizes_for_budget, estimate_bins_2d  # noqa: E402
-from nemo_emmett.data.espeak import SpeechJob, synthesize_many  # noqa: E402
 from nemo_emmett.data.examples import (  # noqa: E402
     direction,
     example_id,
@@ -94,11 +93,12 @@ from nemo_emmett.data.examples import (  # noqa: E402
 )
 from nemo_emmett.data.lengths import LengthMeasure, SentencePieceCounter  # noqa: E402
 from nemo_emmett.data.multiplexer import Multiplexer  # noqa: E402
+from nemo_emmett.data.prepare.espeak import SpeechJob, synthesize_many  # noqa: E402
+from nemo_emmett.data.prepare.tokenizer import cache_dir, train_sentencepiece  # noqa: E402
 from nemo_emmett.data.report import padding_ratio  # noqa: E402
 from nemo_emmett.data.sampler import Bucketing2DSampler, ModalityBuckets  # noqa: E402
 from nemo_emmett.data.shar import ExampleSharWriter, list_shards, read_shar_dir  # noqa: E402
 from nemo_emmett.data.stream import ShardedStream  # noqa: E402
-from nemo_emmett.data.tokenizer import cache_dir, train_sentencepiece  # noqa: E402
 
 log = logging.getLogger("benchmarks.bucketing")
 

@@ -36,7 +36,7 @@ def load_one(model: str, direction: str | None, shar: str | None, batch_size: in
 
     torch.set_num_threads(1)
     from nemo_emmett import inference
-    from nemo_emmett.models.export import read_meta, restore_model
+    from nemo_emmett.export import read_meta, restore_model
 
     before = rss_mib()
     m = restore_model(model, directions=None if direction is None else [direction])
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.one is not None:  # the child process
         print(json.dumps(load_one(args.model, None if args.one == "all" else args.one, args.one_shar, args.batch_size)))
         return 0
-    from nemo_emmett.models.export import read_meta
+    from nemo_emmett.export import read_meta
 
     if not Path(args.model).is_file() or "components" not in read_meta(args.model):
         raise SystemExit(f"--model {args.model!r}: not an export of a modular model (no components in meta.json)")

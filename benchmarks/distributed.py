@@ -76,7 +76,7 @@ class Bank(nn.Module):
 
 
 def worker(rank: int, world: int, port: int, args: argparse.Namespace, setup: str, method: str, out: str) -> None:
-    from nemo_emmett.parts.component_sync import (
+    from nemo_emmett.mammoth.sync import (
         broadcast_components,
         component_holders,
         new_groups,
@@ -134,7 +134,7 @@ def free_port() -> int:
 def shared_bytes(setup: str, world: int, d: int, layers: int) -> int:
     """The gradient bytes of the components held by more than one rank (what component sync must move)."""
     tasks = task_components(setup, world)
-    from nemo_emmett.parts.component_sync import component_holders
+    from nemo_emmett.mammoth.sync import component_holders
 
     holders = component_holders([[f"t{r}"] for r in range(world)], tasks)
     per = sum(p.numel() * 4 for p in component("x", d, layers).parameters())

@@ -15,12 +15,12 @@ gradient clipping at 1.0. Methods differ only in how the step's gradient is form
   gradient copied out of ``.grad`` and flattened into one vector, every task vector projected off
   every other task vector it conflicts with (random order), the projected vectors summed and
   written back to ``.grad``.
-* ``mgcm``: :class:`nemo_emmett.parts.mgcm_step.MGCMStep` (module granularity, primary ``st``).
+* ``mgcm``: :class:`nemo_emmett.mgcm.step.MGCMStep` (module granularity, primary ``st``).
 
 Steps whose batch holds the primary task and one other (ST + ASR audio batches) differ between
 methods; MT text batches and single-task batches take the plain backward in all three.
 
-Memory (``nemo_emmett.parts.memory.measure_peak``; on CPU the allocator's events under
+Memory (``nemo_emmett.oomptimizer.memory.measure_peak``; on CPU the allocator's events under
 ``torch.profiler``): from the initial weights, after the forward pass (dropout off, so every
 method sees the same graph), the peak bytes allocated above what was alive while the method's
 backward passes and gradient combination run (``.grad`` empty before); median of 3 runs after a
@@ -66,7 +66,7 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
-from nemo_emmett.parts.memory import measure_peak, resident_bytes  # noqa: E402
+from nemo_emmett.oomptimizer.memory import measure_peak, resident_bytes  # noqa: E402
 
 log = logging.getLogger("benchmarks.mgcm")
 

@@ -53,7 +53,11 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from nemo_emmett.callbacks.oomptimizer import (  # noqa: E402
+from nemo_emmett.data.bucketing import BucketGrid, estimate_bins_2d  # noqa: E402
+from nemo_emmett.data.dataset import TrainBatches, collate  # noqa: E402
+from nemo_emmett.data.plan import DataPlan  # noqa: E402
+from nemo_emmett.data.sampler import Bucketing2DSampler, ModalityBuckets  # noqa: E402
+from nemo_emmett.oomptimizer.callback import (  # noqa: E402
     OOMptimizerConfig,
     ProbeSetting,
     fmt_bytes,
@@ -61,10 +65,6 @@ from nemo_emmett.callbacks.oomptimizer import (  # noqa: E402
     plan_batch_sizes,
     prompt_length,
 )
-from nemo_emmett.data.bucketing import BucketGrid, estimate_bins_2d  # noqa: E402
-from nemo_emmett.data.dataset import TrainBatches, collate  # noqa: E402
-from nemo_emmett.data.pipeline import DataPlan  # noqa: E402
-from nemo_emmett.data.sampler import Bucketing2DSampler, ModalityBuckets  # noqa: E402
 
 log = logging.getLogger("benchmarks.throughput")
 MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
@@ -86,7 +86,7 @@ def multi30k_sources(num_speech: int) -> tuple[list[dict[str, Any]], str]:
     bb = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = bb  # its dataclasses look their module up while the file executes
     spec.loader.exec_module(bb)
-    from nemo_emmett.data.tokenizer import cache_dir
+    from nemo_emmett.data.prepare.tokenizer import cache_dir
 
     root = cache_dir() / "bench"
     lines = {lang: bb.read_lines(MULTI30K, lang) for lang in bb.LANGS}
@@ -205,7 +205,7 @@ def modality_shares(plan: DataPlan) -> dict[str, float]:
 
 def run_data(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from nemo_emmett.data.datamodule import EmmettDataModule
-    from nemo_emmett.parts.step_probe import first_optimizer
+    from nemo_emmett.oomptimizer.probe import first_optimizer
     from nemo_emmett.training import build_model
 
     cfg = compose_config(args.override)

@@ -22,8 +22,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain clone, too
 
-from nemo_emmett.parts.meta_config import expand, prepare_script, render_config  # noqa: E402
-from nemo_emmett.parts.meta_schema import load_meta_config  # noqa: E402
+from nemo_emmett.mammoth.meta.expand import expand, prepare_script, render_config  # noqa: E402
+from nemo_emmett.mammoth.meta.schema import load_meta_config  # noqa: E402
 
 PROG = "config_config.py"
 CONF = Path(__file__).resolve().parents[1] / "conf"

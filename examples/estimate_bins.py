@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_dir
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nemo_emmett.data.config import parse_data_config  # noqa: E402
-from nemo_emmett.data.pipeline import build_plan  # noqa: E402
+from nemo_emmett.data.plan import build_plan  # noqa: E402
 
 AXES = {"audio": ("speech length (token-equivalent frames)", "target tokens"),
         "text": ("source tokens", "target tokens")}

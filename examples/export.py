@@ -4,7 +4,7 @@
         --out salm_t5.emmett --token-equivalent-duration 0.08
 
 Run it where the checkpoint's tokenizer (and pretrained backbone or ASR .nemo, if any) exist; the
-result restores anywhere with ``nemo_emmett.models.export.restore_model`` or ``examples/translate.py``.
+result restores anywhere with ``nemo_emmett.export.restore_model`` or ``examples/translate.py``.
 Errors: one line on stderr, exit status 2.
 """
 
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not Path(args.checkpoint).is_file():
             raise FileNotFoundError(f"--checkpoint {args.checkpoint!r} does not exist")
-        from nemo_emmett.models.export import export_model, load_model
+        from nemo_emmett.export import export_model, load_model
 
         model = load_model(args.checkpoint, model_class=args.model_class)
         out = export_model(model, args.out, token_equivalent_duration=args.token_equivalent_duration)

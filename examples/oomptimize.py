@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nemo_emmett.callbacks.oomptimizer import OOMptimizer, measure_for_trainer, save_json  # noqa: E402
+from nemo_emmett.oomptimizer.callback import OOMptimizer, measure_for_trainer, save_json  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain clone, too
 
-from nemo_emmett.data.prepare_cli import main  # noqa: E402
+from nemo_emmett.data.prepare.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     raise SystemExit(main())

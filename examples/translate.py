@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from nemo_emmett import inference
-    from nemo_emmett.models.export import load_model
+    from nemo_emmett.export import load_model
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(args.model, map_location=device, model_class=args.model_class,

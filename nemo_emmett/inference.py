@@ -33,7 +33,7 @@ def translate_examples(model: Any, examples: Iterable[Example], *, batch_size: i
     """One hypothesis per example (audio and text may be mixed), in input order."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    from nemo_emmett.models.export import model_sampling_rate
+    from nemo_emmett.export import model_sampling_rate
 
     sampling_rate = model_sampling_rate(model)
     device = next(model.parameters()).device
@@ -98,7 +98,7 @@ def translate_manifest(model: Any, manifest: str | Path, *, task: str = "st", so
     ``answer``/``target_text`` = translation, optional ``source_lang``/``target_lang``; the
     arguments are defaults for records without them). ``refs`` is None when some record has no
     reference for ``task`` (no translation for ``st``)."""
-    from nemo_emmett.data.prepare import ManifestOptions, read_audio_rows
+    from nemo_emmett.data.prepare.bitext import ManifestOptions, read_audio_rows
 
     if task not in ex_.AUDIO_TASKS:
         raise ValueError(f"task must be one of {ex_.AUDIO_TASKS} for audio, got {task!r}")

@@ -8,12 +8,12 @@ import lightning.pytorch as pl
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nemo_emmett.callbacks.data_stats import DataStreamStats
-from nemo_emmett.callbacks.oomptimizer import OOMptimizer
 from nemo_emmett.data.datamodule import EmmettDataModule
-from nemo_emmett.parts.component_sync import rank_task_table
-from nemo_emmett.parts.mgcm_step import prepare_trainer_config
-from nemo_emmett.strategies import ComponentSyncStrategy  # registers trainer.strategy: component_sync
+from nemo_emmett.data.stats import DataStreamStats
+from nemo_emmett.mammoth.strategy import ComponentSyncStrategy  # registers trainer.strategy: component_sync
+from nemo_emmett.mammoth.sync import rank_task_table
+from nemo_emmett.mgcm.step import prepare_trainer_config
+from nemo_emmett.oomptimizer.callback import OOMptimizer
 
 log = logging.getLogger(__name__)
 

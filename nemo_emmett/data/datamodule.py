@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from nemo_emmett.data.config import DataConfig, parse_data_config
 from nemo_emmett.data.dataset import TextIds, TrainBatches, ValidationBatches
-from nemo_emmett.data.pipeline import DataPlan, build_plan
+from nemo_emmett.data.plan import DataPlan, build_plan
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class EmmettDataModule(pl.LightningDataModule):
         """Indices of the sources this rank reads and, per source, its split among their readers."""
         if self.rank_directions is None:
             return list(range(len(specs))), None
-        from nemo_emmett.parts.component_sync import sources_for_rank
+        from nemo_emmett.mammoth.sync import sources_for_rank
 
         mine = sources_for_rank([s.direction for s in specs], self.rank_directions, rank, required=required)
         return [i for i, _, _ in mine], [(k, n) for _, k, n in mine]

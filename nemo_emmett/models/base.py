@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from nemo_emmett.mgcm.step import MGCMStep
 from nemo_emmett.models.config import ModelConfig, parse_model_config
 from nemo_emmett.modules.hf_backbone import load_hf_model
 from nemo_emmett.modules.perception import AudioPerception, build_perception
@@ -22,7 +23,6 @@ from nemo_emmett.parts.freeze import freeze_by_regex, trainable_summary
 from nemo_emmett.parts.lora import apply_lora
 from nemo_emmett.parts.loss import BatchLoss, per_example_nll
 from nemo_emmett.parts.metrics import MeanAccumulator, ScoreAccumulator
-from nemo_emmett.parts.mgcm_step import MGCMStep
 from nemo_emmett.parts.optim import build_optimizer_and_scheduler
 from nemo_emmett.parts.text_processor import TextProcessor
 

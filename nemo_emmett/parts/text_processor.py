@@ -1,7 +1,7 @@
 """Tokenizer handling and prompt formatting, shared by every model family.
 
 The prompt tells the model what to produce: by default only the target-language tag
-(``<de>``), which SentencePiece models trained by ``nemo_emmett.data.tokenizer`` hold as single
+(``<de>``), which SentencePiece models trained by ``nemo_emmett.data.prepare.tokenizer`` hold as single
 tokens. Hugging Face tokenizers (pretrained backbones) split it like any other text, unless the
 tags are added to their vocabulary."""
 

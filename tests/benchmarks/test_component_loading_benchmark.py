@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from nemo_emmett.data.tokenizer import train_sentencepiece
-from nemo_emmett.models.export import export_model
-from nemo_emmett.models.modular import ModularTranslation
-from tests.conftest import write_text_source
-from tests.models.conftest import LINES
-from tests.models.test_modular import modular_cfg
+from nemo_emmett.data.prepare.tokenizer import train_sentencepiece
+from nemo_emmett.export import export_model
+from nemo_emmett.mammoth.modular import ModularTranslation
+from tests.conftest import LINES, write_text_source
+from tests.mammoth.test_modular import modular_cfg
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,7 +11,7 @@ from nemo_emmett.data.datamodule import EmmettDataModule
 from nemo_emmett.data.examples import dataset, example_id
 from nemo_emmett.data.lengths import LengthMeasure
 from nemo_emmett.data.multiplexer import Multiplexer
-from nemo_emmett.data.pipeline import draws_per_batch, introduce_at_draws
+from nemo_emmett.data.plan import draws_per_batch, introduce_at_draws
 from nemo_emmett.data.sampler import Bucketing2DSampler, ModalityBuckets
 from nemo_emmett.data.shar import list_shards
 from nemo_emmett.data.sources import SourceSpec

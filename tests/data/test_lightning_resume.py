@@ -5,8 +5,8 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from nemo_emmett.callbacks.data_stats import DataStreamStats
 from nemo_emmett.data.datamodule import EmmettDataModule
+from nemo_emmett.data.stats import DataStreamStats
 from tests.conftest import WordLengthIds
 from tests.data.test_datamodule import data_cfg
 

@@ -12,12 +12,11 @@ import pytest
 import soundfile as sf
 
 from nemo_emmett import inference
+from nemo_emmett.data.prepare.tokenizer import train_sentencepiece
 from nemo_emmett.data.shar import read_shar_dir
-from nemo_emmett.data.tokenizer import train_sentencepiece
-from nemo_emmett.models.export import export_model
-from tests.conftest import write_audio_source, write_text_source
-from tests.models.conftest import LINES
-from tests.models.test_export import tiny_model
+from nemo_emmett.export import export_model
+from tests.conftest import LINES, write_audio_source, write_text_source
+from tests.test_export import tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 

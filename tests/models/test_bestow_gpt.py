@@ -4,10 +4,10 @@ cross-attention, KV-cache decoding against no-cache references, local backbones,
 import pytest
 import torch
 
+from nemo_emmett.export import export_model, read_meta, restore_model
 from nemo_emmett.models.bestow_gpt import BestowGpt, position_ids
-from nemo_emmett.models.export import export_model, read_meta, restore_model
 from nemo_emmett.parts.decoding import beam_search
-from tests.models.conftest import LINES, TINY_PERCEPTION
+from tests.conftest import LINES, TINY_PERCEPTION
 from tests.models.test_salm_t5 import audio_batch, one_step, text_batch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -4,7 +4,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from nemo_emmett.models.export import export_model, restore_model
+from nemo_emmett.export import export_model, restore_model
 from nemo_emmett.models.salm_t5 import SalmT5
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

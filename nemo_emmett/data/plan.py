@@ -1,0 +1,212 @@
+"""From a :class:`DataConfig` to everything the loaders need: sources, weights, tokenizer, buckets.
+
+Built once in the main process (it may train a tokenizer and read length statistics); the
+result is small and picklable, so dataloader workers receive it as it is."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from nemo_emmett.data import examples as ex_
+from nemo_emmett.data.bucketing import (
+    BinEstimate,
+    BucketGrid,
+    batch_sizes_for_budget,
+    estimate_bins_2d,
+    load_bucket_file,
+)
+from nemo_emmett.data.config import BucketConfig, DataConfig, DemoConfig
+from nemo_emmett.data.lengths import LengthMeasure, SentencePieceCounter
+from nemo_emmett.data.prepare.tokenizer import train_sentencepiece
+from nemo_emmett.data.sampler import ModalityBuckets
+from nemo_emmett.data.shar import count_examples, list_shards, read_shard
+from nemo_emmett.data.sources import SourceSpec, normalize_weights, temperature_weights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataPlan:
+    train: list[SourceSpec]
+    weights: list[float]
+    validation: list[SourceSpec]
+    tokenizer_path: str
+    measure: LengthMeasure
+    buckets: dict[str, ModalityBuckets]
+    estimates: dict[str, BinEstimate] = field(default_factory=dict)
+    lengths: dict[str, np.ndarray] = field(default_factory=dict)
+    """(N, 2) (input, output) lengths per modality of the examples the bins were estimated from."""
+    introduce_at_draw: list[int] = field(default_factory=list)
+    """Per source, the per-slot draw count at which it joins the mix (:func:`introduce_at_draws`); empty: all at 0."""
+
+    def summary(self) -> str:
+        lines = ["Data mix (source, direction, examples, weight):"]
+        for s, w in zip(self.train, self.weights):
+            late = f"  from step {s.introduce_at_step}" if s.introduce_at_step else ""
+            lines.append(f"  {s.name:<24} {s.direction:<14} {s.num_examples:>8} {w:8.3f}{late}")
+        for modality, mb in self.buckets.items():
+            est = self.estimates.get(modality)
+            note = f" (estimated from {est.num_examples} examples, {est.num_outliers} outliers)" if est else ""
+            lines.append(f"{modality} buckets (max_input, max_output) -> batch size{note}:")
+            lines.extend(f"  {i:>3}: ({a:7.1f}, {b:6.1f}) -> {bs}" for i, ((a, b), bs) in
+                         enumerate(zip(mb.grid.bins, mb.batch_sizes)))
+        return "\n".join(lines)
+
+
+def demo_sources(dc: DemoConfig) -> tuple[list[SourceSpec], list[SourceSpec]]:
+    """Train and validation sources of the embedded demo corpus (built on first use, then cached)."""
+    from nemo_emmett.data.prepare.demo import DemoCorpusConfig, build_demo_corpus
+
+    corpus = build_demo_corpus(DemoCorpusConfig(root=dc.root, seed=dc.seed, max_number=dc.max_number,
+                                                num_train=dc.num_train, num_val=dc.num_val,
+                                                num_mt_train=dc.num_mt_train))
+    return corpus.source_specs("train"), corpus.source_specs("validation")
+
+
+def resolve_sources(raw: list[dict[str, Any] | SourceSpec], what: str) -> list[SourceSpec]:
+    specs = []
+    for i, d in enumerate(raw):
+        if isinstance(d, SourceSpec):
+            d = dataclasses.asdict(d)
+        try:
+            spec = SourceSpec(**d)
+        except TypeError as e:
+            raise ValueError(f"data.{what}[{i}]: {e}; expected keys of SourceSpec "
+                             "(name, path, task, source_lang, target_lang, dataset, weight, num_examples, "
+                             "introduce_at_step)") from e
+        if spec.num_examples is None:
+            spec = SourceSpec(**{**d, "num_examples": count_examples(spec.path)})
+        specs.append(spec)
+    return specs
+
+
+def source_weights(specs: list[SourceSpec], temperature: float) -> list[float]:
+    given = [s.weight is not None for s in specs]
+    if all(given):
+        return normalize_weights([s.name for s in specs], [s.weight for s in specs])
+    if any(given):
+        raise ValueError("give a weight to every training source or to none (then sizes and temperature decide): "
+                         f"sources without one: {[s.name for s in specs if s.weight is None]}")
+    return temperature_weights([s.num_examples for s in specs], temperature)
+
+
+def draws_per_batch(buckets: dict[str, ModalityBuckets], lengths: dict[str, np.ndarray],
+                    modality_shares: dict[str, float]) -> float:
+    """Expected multiplexer draws per training batch: ``1 / sum_b q_b / bs_b`` over every bucket ``b``
+    of every modality, where ``q_b`` is the modality's share of the mix times the fraction of its
+    measured ``lengths`` (N, 2) that land in ``b`` (uniform over its buckets when none were measured).
+    Examples that fit no bucket count as draws without a batch."""
+    rate = 0.0  # batches per draw
+    for modality, mb in buckets.items():
+        measured = lengths.get(modality, np.zeros((0, 2)))
+        if len(measured):
+            picks = Counter(mb.grid.select(float(a), float(b)) for a, b in measured)
+            fractions = [picks[i] / len(measured) for i in range(len(mb.grid))]
+        else:
+            fractions = [1.0 / len(mb.grid)] * len(mb.grid)
+        rate += modality_shares.get(modality, 0.0) * sum(q / bs for q, bs in zip(fractions, mb.batch_sizes))
+    return 1.0 / rate if rate > 0 else 1.0
+
+
+def introduce_at_draws(specs: list[SourceSpec], draws_per_batch: float, workers_per_rank: int) -> list[int]:
+    """Each source's ``introduce_at_step`` as a draw count of one (rank, worker) slot's multiplexer.
+
+    A training step consumes one batch per rank, taken from the rank's workers in turn, so by step
+    ``s`` a slot has made about ``s * draws_per_batch / workers`` draws. Approximate (the batch size
+    varies by bucket, workers prefetch, gradient accumulation takes several batches per step), but a
+    draw count is what the stream state holds, so resuming and replaying activate at the same draw."""
+    return [math.ceil(s.introduce_at_step * draws_per_batch / max(workers_per_rank, 1)) for s in specs]
+
+
+def sample_examples(specs: list[SourceSpec], per_source: int) -> list[list[ex_.Example]]:
+    """The first ``per_source`` examples of each source, metadata only (no audio is read)."""
+    out = []
+    for s in specs:
+        stream = itertools.chain.from_iterable(read_shard(sh, with_audio=False) for sh in list_shards(s.path))
+        out.append(list(itertools.islice(stream, per_source)))
+    return out
+
+
+def measure_lengths(sample: list[ex_.Example], measure: LengthMeasure) -> dict[str, np.ndarray]:
+    """(N, 2) arrays of (input, output) lengths per modality."""
+    out = {"audio": [], "text": []}
+    for e in sample:
+        out["audio" if ex_.is_audio(e) else "text"].append(measure(e))
+    return {m: np.asarray(v, dtype=np.float64).reshape(-1, 2) for m, v in out.items()}
+
+
+def resolve_buckets(modality: str, bc: BucketConfig, lengths: np.ndarray) -> tuple[ModalityBuckets, BinEstimate | None]:
+    """Bins and batch sizes of one modality from its config; ``lengths``: (N, 2) for estimation."""
+    bins, batch_sizes, est = bc.bins, bc.batch_sizes, None
+    if bc.bucket_file is not None:
+        spec = load_bucket_file(bc.bucket_file).get(modality)
+        if spec is None:
+            raise ValueError(f"bucket file {bc.bucket_file!r} has no {modality!r} entry")
+        bins, batch_sizes = spec["bins"], spec.get("batch_sizes", batch_sizes)
+    if bins is None:
+        if len(lengths) == 0:
+            raise ValueError(f"no {modality} training examples to estimate {modality} bins from")
+        est = estimate_bins_2d(lengths, bc.num_input_bins, bc.num_output_bins, method=bc.method,
+                               max_input=bc.max_input, max_output=bc.max_output)
+        bins = est.bins
+        if est.num_outliers:
+            log.warning("%s bin estimation left out %d of %d examples as outliers (over max_input/max_output)",
+                        modality, est.num_outliers, est.num_examples)
+    bins = [tuple(map(float, b)) for b in bins]
+    if batch_sizes is None:
+        if bc.max_padded_size is None:
+            raise ValueError(f"data.{modality}_buckets: give batch_sizes, bucket_file or max_padded_size")
+        batch_sizes = batch_sizes_for_budget(bins, bc.max_padded_size)
+    return ModalityBuckets(BucketGrid(bins, outliers=bc.outliers), list(batch_sizes)), est
+
+
+def build_plan(cfg: DataConfig) -> DataPlan:
+    train_raw, val_raw = cfg.train_sources, cfg.validation_sources
+    if not train_raw:
+        if not cfg.demo.enabled:
+            raise ValueError("data.train_sources is empty and data.demo.enabled is false: nothing to train on")
+        train_raw, demo_val = demo_sources(cfg.demo)
+        val_raw = val_raw or demo_val
+    train = resolve_sources(train_raw, "train_sources")
+    validation = resolve_sources(val_raw, "validation_sources")
+    weights = source_weights(train, cfg.temperature)
+    if train and min(s.introduce_at_step for s in train) > 0:
+        steps = {s.name: s.introduce_at_step for s in train}
+        raise ValueError(f"every training source has introduce_at_step > 0 ({steps}): at least one must start at step 0")
+
+    tok = cfg.tokenizer
+    tok_per_source = max(1, tok.sample_examples // len(train))
+    # One read of each source serves both bin estimation and tokenizer training.
+    samples = sample_examples(train, max(cfg.estimation_examples, tok_per_source))
+    if tok.model_path is not None:
+        tokenizer_path = tok.model_path
+    else:
+        texts = (t for sample in samples for e in sample[:tok_per_source] for t in (ex_.source_text(e),
+                                                                                      ex_.target_text(e)))
+        key = {"sources": [(s.path, s.num_examples) for s in train], "per_source": tok_per_source}
+        langs = sorted({s.target_lang for s in train})
+        tokenizer_path = str(train_sentencepiece(texts, vocab_size=tok.vocab_size, key=key,
+                                                 user_defined_symbols=[f"<{lang}>" for lang in langs]))
+    measure = LengthMeasure(SentencePieceCounter(tokenizer_path), cfg.token_equivalent_duration)
+
+    buckets, estimates = {}, {}
+    lengths = measure_lengths([e for sample in samples for e in sample[: cfg.estimation_examples]], measure)
+    for modality, bc in (("audio", cfg.audio_buckets), ("text", cfg.text_buckets)):
+        if not any(s.modality == modality for s in train):
+            continue
+        buckets[modality], est = resolve_buckets(modality, bc, lengths[modality])
+        if est is not None:
+            estimates[modality] = est
+    introduce = []
+    if any(s.introduce_at_step for s in train):
+        shares = {m: sum(w for s, w in zip(train, weights) if s.modality == m) for m in buckets}
+        introduce = introduce_at_draws(train, draws_per_batch(buckets, lengths, shares), cfg.num_workers)
+    return DataPlan(train, weights, validation, tokenizer_path, measure, buckets, estimates, lengths, introduce)

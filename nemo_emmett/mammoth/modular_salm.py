@@ -1,0 +1,109 @@
+"""Modular SALM-T5 for pretrained backbones: a frozen Hugging Face encoder-decoder (T5, mT5, Marian,
+NLLB) shared by every task (``backbone.full``), with bottleneck adapters as the per-task components.
+
+Each task names an ``encoder_adapter.<id>`` and a ``decoder_adapter.<id>`` (one adapter after every
+encoder / decoder layer, shared by sharing pattern like any component) and the speech perception
+for audio tasks. Forward hooks on the backbone's layers apply the adapters of the task being run;
+a batch's examples are routed by direction, so only the adapters of the tasks present run and get
+gradients. Everything else is SALM-T5 (``models/salm_t5.py``): speech embeddings and the prompt as
+the encoder input, Hugging Face ``generate`` for decoding (the hooks act inside it too)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from nemo_emmett.mammoth.routing import ModularTasks, restore_order, take_rows
+from nemo_emmett.mammoth.sharing import parse_component
+from nemo_emmett.mammoth.tasks import ModularConfig, ModularTaskConfig
+from nemo_emmett.models.config import SalmT5Config
+from nemo_emmett.models.salm_t5 import SalmT5
+from nemo_emmett.modules.adapters import LayerAdapters, layer_list, with_adapter
+
+BACKBONE = "backbone.full"
+SIDES = ("encoder_adapter", "decoder_adapter")
+
+
+@dataclass
+class ModularSalmT5Config(SalmT5Config):
+    modular: ModularConfig = field(default_factory=lambda: ModularConfig(encoder_layers=[], decoder_layers=[]))
+    freeze: list[str] = field(default_factory=lambda: [r"backbone\..*"])
+    """The pretrained backbone stays frozen: the adapters (and the perception) train."""
+
+
+class ModularSalmT5(ModularTasks, SalmT5):
+    config_class = ModularSalmT5Config
+    adapter_components = True
+
+    def build_backbone(self) -> nn.Module:
+        backbone = super().build_backbone()
+        sides = {"encoder_adapter": layer_list(backbone.get_encoder()),
+                 "decoder_adapter": layer_list(backbone.get_decoder())}
+        d, bottleneck = backbone.get_input_embeddings().embedding_dim, self.cfg.modular.adapter_bottleneck
+        self.adapters = nn.ModuleDict({side: nn.ModuleDict() for side in SIDES})
+        for t in self.cfg.modular.tasks:
+            for side in SIDES:
+                sid = parse_component(getattr(t, side))[2]
+                if sid not in self.adapters[side]:
+                    self.adapters[side][sid] = LayerAdapters(len(sides[side]), d, bottleneck)
+        self._active: ModularTaskConfig | None = None
+        for side, layers in sides.items():
+            for i, layer in enumerate(layers):
+                layer.register_forward_hook(self._hook(side, i))
+        return backbone
+
+    def _hook(self, side: str, index: int):
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+            if self._active is None:
+                raise RuntimeError("the backbone ran outside a task: call it through logits/generate_ids, which "
+                                   "route each example to its task's adapters")
+            adapters = self.adapters[side][parse_component(getattr(self._active, side))[2]]
+            return with_adapter(output, adapters.layers[index])
+        return hook
+
+    @contextmanager
+    def running(self, task: ModularTaskConfig) -> Iterator[None]:
+        """The backbone's layers apply ``task``'s adapters inside this block."""
+        previous, self._active = self._active, task
+        try:
+            yield
+        finally:
+            self._active = previous
+
+    # ---- components -------------------------------------------------------------------------
+    def component_prefixes(self) -> dict[str, str]:
+        out = {BACKBONE: "backbone."}
+        for side in SIDES:
+            out.update({f"{side}.{sid}": f"adapters.{side}.{sid}." for sid in self.adapters[side]})
+        if self.perception is not None:
+            out["perception.full"] = "perception."
+        return out
+
+    def task_components(self, task: ModularTaskConfig) -> list[str]:
+        return [c for c in [task.perception, BACKBONE, task.encoder_adapter, task.decoder_adapter] if c is not None]
+
+    # ---- forward ----------------------------------------------------------------------------
+    def logits(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        groups = self.task_groups(batch)
+        pieces, auxes, order = [], [], []
+        for task, idx in groups:
+            with self.running(task):
+                logits, aux = super().logits(batch if len(groups) == 1 else take_rows(batch, idx))
+            pieces.append(logits)
+            auxes.append(aux)
+            order.append(idx)
+        aux = {k: restore_order([a[k] for a in auxes], order) for k in auxes[0]}  # (B,) per-example losses
+        return restore_order(pieces, order), aux
+
+    def generate_ids(self, batch: dict[str, Any]) -> list[list[int]]:
+        out: list[list[int] | None] = [None] * len(batch["ids"])
+        for task, idx in self.task_groups(batch):
+            with self.running(task):
+                for i, ids in zip(idx.tolist(), super().generate_ids(take_rows(batch, idx))):
+                    out[i] = ids
+        return out

@@ -1,0 +1,137 @@
+"""What every modular model family shares: the task table, routing a batch's examples to their
+tasks, and the named components behind parameters (MGCM granularity, per-task sizes, the
+OOMptimizer's probe direction, per-component files)."""
+
+from __future__ import annotations
+
+import re
+from abc import abstractmethod
+from typing import Any
+
+import torch
+from torch import nn
+
+from nemo_emmett.mammoth.tasks import ModularTaskConfig, check_modular
+from nemo_emmett.parts.text_processor import TextProcessor
+
+
+class TaskPrompts(TextProcessor):
+    """Prompts per task (direction): a tag only where the task's decoder needs one."""
+
+    def __init__(self, *, templates: dict[str, str], **kw: Any):
+        super().__init__(**kw)
+        self.templates = templates
+
+    def prompt_ids(self, *, task: str, source_lang: str, target_lang: str) -> list[int]:
+        key = f"{task}:{source_lang}-{target_lang}"
+        if key not in self.templates:
+            raise KeyError(f"no modular task for direction {key}; tasks: {sorted(self.templates)}")
+        text = self.templates[key].format(task=task, source_lang=source_lang, target_lang=target_lang)
+        return self.encode(text) if text else []
+
+
+def take_rows(batch: dict[str, Any], index: torch.Tensor) -> dict[str, Any]:
+    """The examples ``index`` (N,) of a collated batch: every per-example tensor and list."""
+    B = len(batch["ids"])
+    rows = index.tolist()
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == B:
+            out[k] = v[index.to(v.device)]
+        elif isinstance(v, list) and len(v) == B:
+            out[k] = [v[i] for i in rows]
+        else:
+            out[k] = v
+    return out
+
+
+def restore_order(pieces: list[torch.Tensor], order: list[torch.Tensor]) -> torch.Tensor:
+    """Rows computed per task group (``pieces[i]`` for the batch rows ``order[i]``) back in batch order."""
+    if len(pieces) == 1:
+        return pieces[0]
+    inverse = torch.argsort(torch.cat(order))
+    return torch.cat(pieces)[inverse.to(pieces[0].device)]
+
+
+class ModularTasks:
+    """Mixin for a :class:`~nemo_emmett.models.base.TranslationModel` whose every parameter belongs to
+    one named component and whose examples run the components of their task (``cfg.modular.tasks``)."""
+
+    tasks: dict[str, ModularTaskConfig]
+    """Direction (``mt:en-de``) -> task; set with the text processor, before any module is built."""
+    adapter_components: bool = False
+    """True: the components are adapters of a pretrained backbone (``check_modular(adapters=True)``)."""
+
+    def _build_text_processor(self) -> TextProcessor:
+        check_modular(self.cfg.modular, adapters=self.adapter_components)
+        self.tasks = {t.direction: t for t in self.cfg.modular.tasks}
+        base = super()._build_text_processor()
+        templates = {t.direction: t.prompt for t in self.cfg.modular.tasks}
+        return TaskPrompts(templates=templates, spm_path=base.spm_path, hf_path=base.hf_path,
+                           prompt_template=base.prompt_template)
+
+    @property
+    def uses_audio(self) -> bool:
+        return any(t.perception is not None for t in self.cfg.modular.tasks)
+
+    @abstractmethod
+    def component_prefixes(self) -> dict[str, str]:
+        """Component name -> the parameter-name prefix of its parameters (``backbone.components.encoder.0.en.``)."""
+
+    def task_components(self, task: ModularTaskConfig) -> list[str]:
+        """The components ``task`` runs."""
+        return task.components()
+
+    def component_modules(self) -> dict[str, nn.Module]:
+        return {name: self.get_submodule(prefix.rstrip(".")) for name, prefix in self.component_prefixes().items()}
+
+    def _prefixes_longest_first(self) -> list[tuple[str, str]]:
+        """(component, prefix) with nested prefixes before their parents: the first match owns a name."""
+        return sorted(self.component_prefixes().items(), key=lambda kv: -len(kv[1]))
+
+    def component_of(self) -> dict[str, str]:
+        """Parameter name -> its component. Every parameter of the model belongs to exactly one."""
+        prefixes = self._prefixes_longest_first()
+        out = {}
+        for pname, _ in self.named_parameters():
+            owner = next((c for c, pre in prefixes if pname.startswith(pre)), None)
+            if owner is None:
+                raise RuntimeError(f"parameter {pname!r} belongs to no component")
+            out[pname] = owner
+        return out
+
+    def mgcm_components(self) -> dict[str, str] | None:
+        """MGCM ``component`` granularity: one module per named component (the first match wins)."""
+        return {name: re.escape(prefix) + ".*" for name, prefix in self._prefixes_longest_first()}
+
+    def task_for(self, task: str, source_lang: str, target_lang: str) -> ModularTaskConfig:
+        key = f"{task}:{source_lang}-{target_lang}"
+        t = self.tasks.get(key)
+        if t is None:
+            raise KeyError(f"no modular task for direction {key}; model.modular.tasks has {sorted(self.tasks)}")
+        return t
+
+    def task_groups(self, batch: dict[str, Any]) -> list[tuple[ModularTaskConfig, torch.Tensor]]:
+        """The batch's tasks in order of first appearance, each with the (N,) indices of its examples."""
+        rows: dict[str, list[int]] = {}
+        for i, key in enumerate(zip(batch["tasks"], batch["source_langs"], batch["target_langs"])):
+            rows.setdefault(self.task_for(*key).direction, []).append(i)
+        return [(self.tasks[d], torch.tensor(idx, dtype=torch.long)) for d, idx in rows.items()]
+
+    def components_reached(self, batch: dict[str, Any], task: str) -> set[str]:
+        """The components that the batch's examples of ``task`` (``st``, ``asr``, ``mt``) run."""
+        return {c for t, _ in self.task_groups(batch) if t.task == task for c in self.task_components(t)}
+
+    def parameters_per_task(self) -> dict[str, int]:
+        """Parameters each task runs (its components' sizes summed)."""
+        sizes = {name: sum(p.numel() for p in m.parameters()) for name, m in self.component_modules().items()}
+        return {t.name: sum(sizes[c] for c in self.task_components(t)) for t in self.tasks.values()}
+
+    def probe_direction(self, modality: str) -> tuple[str, str, str] | None:
+        """The task of ``modality`` with the most parameters: the heaviest step of its buckets."""
+        sizes = self.parameters_per_task()
+        tasks = [t for t in self.tasks.values() if (t.perception is not None) == (modality == "audio")]
+        if not tasks:
+            return None
+        t = max(tasks, key=lambda t: sizes[t.name])
+        return t.task, t.source_lang, t.target_lang
