@@ -1,89 +1,9 @@
 """Estimate 2D buckets from the training data of a config; print them, plot them, save them.
 
-    python examples/estimate_bins.py --config-name salm_t5 --out bins/ [hydra overrides...]
-    python examples/estimate_bins.py --config-name salm_t5 --out bins/ data.text_buckets.num_input_bins=8
+A thin wrapper for NeMo-style use (``python examples/estimate_bins.py ...``); the code and ``--help`` are in
+``nemo_emmett/cli/estimate_bins.py`` (console script ``emmett-estimate-bins``). Needs the package installed (``make setup``)."""
 
-Writes ``<out>/buckets.json`` (bins and batch sizes per modality; pass it as
-``data.audio_buckets.bucket_file`` / ``data.text_buckets.bucket_file``) and ``<out>/<modality>_bins.png``:
-the 2D length distribution with the bins drawn.
-"""
-
-from __future__ import annotations
-
-import argparse
-import json
-import sys
-from pathlib import Path
-
-import numpy as np
-from hydra import compose, initialize_config_dir
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from nemo_emmett.data.config import parse_data_config  # noqa: E402
-from nemo_emmett.data.plan import build_plan  # noqa: E402
-
-AXES = {"audio": ("speech length (token-equivalent frames)", "target tokens"),
-        "text": ("source tokens", "target tokens")}
-
-
-def plot_bins(lengths: np.ndarray, bins: list[tuple[float, float]], title: str, axes: tuple[str, str], out: Path) -> None:
-    """2D histogram of (input, output) lengths with each bucket drawn as its rectangle."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
-    fig, ax = plt.subplots(figsize=(8, 6))
-    h = ax.hist2d(lengths[:, 0], lengths[:, 1], bins=60, cmap="Blues", cmin=1)
-    fig.colorbar(h[3], ax=ax, label="examples")
-    in_edges = sorted({i for i, _ in bins})
-    lower_in = dict(zip(in_edges, [0.0, *in_edges[:-1]]))
-    lower_out: dict[float, float] = {}
-    for i, o in bins:  # sorted by (input, output): each bucket starts where the previous one of its run ended
-        lo_in, lo_out = lower_in[i], lower_out.get(i, 0.0)
-        ax.add_patch(Rectangle((lo_in, lo_out), i - lo_in, o - lo_out, fill=False, edgecolor="red", linewidth=1))
-        lower_out[i] = o
-    ax.set_xlabel(axes[0])
-    ax.set_ylabel(axes[1])
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config-name", default="salm_t5")
-    p.add_argument("--config-dir", default=str(Path(__file__).resolve().parents[1] / "conf"))
-    p.add_argument("--out", required=True, help="output folder for buckets.json and the plots")
-    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.text_buckets.num_input_bins=8")
-    args = p.parse_args(argv)
-
-    with initialize_config_dir(config_dir=str(Path(args.config_dir).resolve()), version_base="1.3"):
-        cfg = compose(config_name=args.config_name, overrides=args.overrides)
-    data_cfg = parse_data_config(cfg.data)
-    plan = build_plan(data_cfg)
-    lengths = plan.lengths
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    result = {}
-    for modality, mb in plan.buckets.items():
-        result[modality] = {"bins": [list(b) for b in mb.grid.bins], "batch_sizes": mb.batch_sizes}
-        est = plan.estimates.get(modality)
-        print(f"{modality}: {len(mb.grid)} buckets from {len(lengths[modality])} examples"
-              + (f", {est.num_outliers} outliers left out" if est else " (bins from config)"))
-        for k, ((i, o), bs) in enumerate(zip(mb.grid.bins, mb.batch_sizes)):
-            print(f"  {k:>3}: max_input {i:8.1f}  max_output {o:6.1f}  batch_size {bs}")
-        png = out / f"{modality}_bins.png"
-        plot_bins(lengths[modality], mb.grid.bins, f"{modality}: {len(mb.grid)} buckets", AXES[modality], png)
-        print(f"  plot: {png}")
-    (out / "buckets.json").write_text(json.dumps(result, indent=2))
-    print(f"wrote {out / 'buckets.json'}")
-    return 0
-
+from nemo_emmett.cli.estimate_bins import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,52 +1,9 @@
 """Check the data pipeline of a config without training: sources and weights, the 2D buckets with
-their batch sizes, the realised mix and padding over N training batches, and one validation pass
-that must deliver every held-out example exactly once.
 
-    python examples/inspect_data.py --config-name salm_t5 [--num-batches 300] [hydra overrides...]
-"""
+A thin wrapper for NeMo-style use (``python examples/inspect_data.py ...``); the code and ``--help`` are in
+``nemo_emmett/cli/inspect_data.py`` (console script ``emmett-inspect-data``). Needs the package installed (``make setup``)."""
 
-from __future__ import annotations
-
-import argparse
-import itertools
-import sys
-from pathlib import Path
-
-from hydra import compose, initialize_config_dir
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from nemo_emmett.data.datamodule import EmmettDataModule  # noqa: E402
-from nemo_emmett.data.report import format_summary, summarize_batches  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config-name", default="salm_t5")
-    p.add_argument("--config-dir", default=str(Path(__file__).resolve().parents[1] / "conf"))
-    p.add_argument("--num-batches", type=int, default=300, help="training batches to draw for the summary")
-    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.temperature=2.0")
-    args = p.parse_args(argv)
-    with initialize_config_dir(config_dir=str(Path(args.config_dir).resolve()), version_base="1.3"):
-        cfg = compose(config_name=args.config_name, overrides=args.overrides)
-
-    dm = EmmettDataModule(cfg.data)
-    dm.setup("fit")
-    print(dm.plan.summary())
-    sampler = dm.train_dataset().sampler_for_slot(0, 1)
-    batches = list(itertools.islice(iter(sampler), args.num_batches))
-    weights = dict(zip(sampler.mux.names, dm.plan.weights))
-    print(format_summary(summarize_batches(batches), sampler.mux.shares(), weights, sampler.stats.as_dict()))
-
-    seen = [i for b in dm.val_dataloader() for i in b["ids"]]
-    expected = sum(s.num_examples for s in dm.plan.validation)
-    print(f"Validation pass: {len(seen)} examples ({len(set(seen))} distinct) of {expected} "
-          f"with num_workers={dm.cfg.num_workers}")
-    if len(seen) != expected or len(set(seen)) != expected:
-        print("error: the validation pass lost or duplicated examples", file=sys.stderr)
-        return 1
-    return 0
-
+from nemo_emmett.cli.inspect_data import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

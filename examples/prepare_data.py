@@ -1,16 +1,9 @@
-"""Convert corpora (bitext, NeMo manifests, tsv) into Shar folders; same as the ``emmett-prepare`` command.
+"""Convert corpora (bitext, NeMo manifests, tsv) into Shar folders.
 
-    python examples/prepare_data.py bitext --src-template 'train.{src_lang}.gz' \\
-        --tgt-template 'train.{tgt_lang}.gz' --pairs en-de --dataset multi30k --out shar/
-    python examples/prepare_data.py --help
-"""
+A thin wrapper for NeMo-style use (``python examples/prepare_data.py bitext ...``); the code and ``--help``
+are in ``nemo_emmett/data/prepare/cli.py`` (console script ``emmett-prepare``). Needs the package installed."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain clone, too
-
-from nemo_emmett.data.prepare.cli import main  # noqa: E402
+from nemo_emmett.data.prepare.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,3 +1,3 @@
 """nemo_emmett: efficient multimodal, multilingual translation training on NeMo (EMMeTT, MGCM, MAMMOTH)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

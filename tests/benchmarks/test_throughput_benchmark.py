@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.examples.test_scripts import TINY_DEMO, TINY_MODEL
+from tests.cli.test_scripts import TINY_DEMO, TINY_MODEL
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -61,7 +61,7 @@ def test_unknown_direction_is_an_error_naming_it(exported):
 
 
 def test_translate_cli_loads_only_the_asked_direction(exported, tmp_path, capsys, monkeypatch):
-    import examples.translate as cli
+    import nemo_emmett.cli.translate as cli
     from nemo_emmett import export
 
     model, path = exported

@@ -219,14 +219,8 @@ def test_export_then_restore_gives_the_same_model(cfg, tmp_path, variant):
 
 
 def test_translate_cli_runs_an_exported_bestow_model(cfg, tmp_path, capsys):
-    import importlib.util
-
+    import nemo_emmett.cli.translate as cli
     from nemo_emmett import inference
-    from tests.conftest import REPO
-
-    spec = importlib.util.spec_from_file_location("translate_cli", REPO / "examples/translate.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
     model = talkative(BestowGpt(cfg))
     path = export_model(model, tmp_path / "bestow.emmett")
     lines = ["three hundred and nine", "two"]

@@ -1,6 +1,5 @@
 """examples/config_config.py: meta-config -> Hydra config and prepare script; errors are one line, status 2."""
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -9,13 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nemo_emmett.cli import config as config_config
 from nemo_emmett.data.shar import count_examples
 
 REPO = Path(__file__).resolve().parents[3]
 MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
-_spec = importlib.util.spec_from_file_location("config_config", REPO / "examples" / "config_config.py")
-config_config = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(config_config)
 
 
 def write_meta(tmp_path: Path, **kw) -> Path:
@@ -71,13 +68,13 @@ def test_input_errors_are_one_line_with_status_2(tmp_path, capsys, kw, message):
     out = tmp_path / "toy.yaml"
     assert config_config.main([str(write_meta(tmp_path, **kw)), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("config_config.py: error: ") and message in err and err.count("\n") == 1
+    assert err.startswith("emmett-config: error: ") and message in err and err.count("\n") == 1
     assert not out.exists()
 
 
 def test_missing_meta_config_is_an_error(tmp_path, capsys):
     assert config_config.main([str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "x.yaml")]) == 2
-    assert capsys.readouterr().err == f"config_config.py: error: meta-config '{tmp_path / 'nope.yaml'}' does not exist\n"
+    assert capsys.readouterr().err == f"emmett-config: error: meta-config '{tmp_path / 'nope.yaml'}' does not exist\n"
 
 
 @pytest.mark.skipif(not (MULTI30K / "train.cs.gz").exists(), reason="Multi30k is not in ../shared/data")

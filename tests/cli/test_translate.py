@@ -133,5 +133,5 @@ def test_cli_errors_are_one_line_with_exit_status_2(tmp_path):
     proc = run_cli(["--model", str(tmp_path / "missing.emmett"), "--text", "x", "--source-lang", "en",
                     "--target-lang", "de"], tmp_path)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"translate.py: error: --model '{tmp_path / 'missing.emmett'}' "
+    assert proc.stderr.strip().splitlines() == [f"emmett-translate: error: --model '{tmp_path / 'missing.emmett'}' "
                                                 "does not exist"]

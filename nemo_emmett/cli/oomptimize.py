@@ -1,0 +1,63 @@
+"""Size every bucket's batch for a config's model and memory budget, and write the bucket file.
+
+    python examples/oomptimize.py --config-name salm_t5 --out buckets.json oomptimizer.memory_budget=2GiB
+    python examples/oomptimize.py --config-name salm_t5 --out buckets.json trainer.precision=bf16-mixed
+
+The same search the ``oomptimizer`` callback runs before ``fit`` (and the same cache): each probe
+is a real training step of the config's model on a synthetic worst-case batch of the bucket.
+Train with the result::
+
+    python examples/train.py --config-name salm_t5 data.audio_buckets.bucket_file=buckets.json \\
+        data.text_buckets.bucket_file=buckets.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from nemo_emmett.cli.paths import conf_dir
+from nemo_emmett.oomptimizer.callback import OOMptimizer, measure_for_trainer, save_json
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-name", default="salm_t5")
+    p.add_argument("--config-dir", default=None, help="Hydra config folder (default: the clone's conf/)")
+    p.add_argument("--out", required=True, help="bucket file to write (JSON: bins and batch sizes per modality)")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. oomptimizer.memory_budget=2GiB")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    import lightning.pytorch as pl
+
+    from nemo_emmett.data.datamodule import EmmettDataModule
+    from nemo_emmett.training import build_model
+
+    with initialize_config_dir(config_dir=str(Path(args.config_dir or conf_dir()).resolve()), version_base=None):
+        cfg = compose(config_name=args.config_name, overrides=args.overrides)
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    for key in ("logger", "enable_checkpointing"):
+        trainer_cfg.pop(key, None)
+    pl.seed_everything(cfg.seed, workers=False)
+    trainer = pl.Trainer(**trainer_cfg, logger=False, enable_checkpointing=False)
+    data = EmmettDataModule(cfg.data)
+    data.setup("fit")
+    model = build_model(cfg, data.plan.tokenizer_path)
+    model = trainer.precision_plugin.convert_module(model).to(trainer.strategy.root_device)
+    block = cfg.get("oomptimizer")
+    oomptimizer = OOMptimizer(OmegaConf.to_container(block, resolve=True) if block is not None else None)
+    result = measure_for_trainer(trainer, data, model, oomptimizer.cfg)
+    save_json(Path(args.out), result.bucket_file())
+    print(result.table())
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

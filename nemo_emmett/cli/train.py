@@ -1,0 +1,33 @@
+"""Train a nemo_emmett model with Hydra, Lightning and NeMo's exp_manager.
+
+    emmett-train --config-name salm_t5 [overrides]          # or: python examples/train.py ...
+    emmett-train --config-name salm_t5 trainer.max_steps=2000 data.temperature=2.0
+    emmett-train --config-name salm_t5 -m model.label_smoothing=0.0,0.1   # sweep
+
+Re-running the same command resumes from the experiment's last checkpoint (weights, optimizer,
+and the data stream where it stopped). Configs come from the clone's ``conf/`` (or
+``$NEMO_EMMETT_CONF``); ``--config-path`` points elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from nemo.core.config import hydra_runner
+from omegaconf import DictConfig
+
+from nemo_emmett.cli.paths import CONF_ENV
+from nemo_emmett.training import train
+
+# Absolute, so that Hydra finds it whichever file calls main() (the console script or examples/train.py).
+CONF = os.environ.get(CONF_ENV) or str(Path(__file__).resolve().parents[2] / "conf")
+
+
+@hydra_runner(config_path=CONF, config_name="salm_t5")
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()
