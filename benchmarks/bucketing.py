@@ -94,11 +94,12 @@ from nemo_emmett.data.examples import (  # noqa: E402
 from nemo_emmett.data.lengths import LengthMeasure, SentencePieceCounter  # noqa: E402
 from nemo_emmett.data.multiplexer import Multiplexer  # noqa: E402
 from nemo_emmett.data.prepare.espeak import SpeechJob, synthesize_many  # noqa: E402
-from nemo_emmett.data.prepare.tokenizer import cache_dir, train_sentencepiece  # noqa: E402
+from nemo_emmett.data.prepare.tokenizer import train_sentencepiece  # noqa: E402
 from nemo_emmett.data.report import padding_ratio  # noqa: E402
 from nemo_emmett.data.sampler import Bucketing2DSampler, ModalityBuckets  # noqa: E402
 from nemo_emmett.data.shar import ExampleSharWriter, list_shards, read_shar_dir  # noqa: E402
 from nemo_emmett.data.stream import ShardedStream  # noqa: E402
+from nemo_emmett.parts.cache import cache_dir  # noqa: E402
 
 log = logging.getLogger("benchmarks.bucketing")
 

@@ -291,18 +291,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     from omegaconf import open_dict
 
-    from nemo_emmett.data.datamodule import EmmettDataModule
-    from nemo_emmett.training import build_model
+    from nemo_emmett.startup import resolve_run
 
     cfg = compose_config([*args.overrides, "data.num_workers=0"])
     with open_dict(cfg):
         cfg.model.mgcm.enabled = True  # the MGCM step object exists in every run; only "mgcm" uses it
     t0 = time.perf_counter()
-    data = EmmettDataModule(cfg.data)
-    data.setup("fit")
+    run = resolve_run(cfg)  # sources, then the tokenizer the data module and the model share
+    data = run.data_module()
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, data.plan.tokenizer_path)
-    data.text = model.text
+    model = run.build_model()
     batches = take_batches(data, args.steps)
     val_batches = list(data.val_dataloader())
     if args.val_batches is not None:

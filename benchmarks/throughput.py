@@ -57,14 +57,8 @@ from nemo_emmett.data.bucketing import BucketGrid, estimate_bins_2d  # noqa: E40
 from nemo_emmett.data.dataset import TrainBatches, collate  # noqa: E402
 from nemo_emmett.data.plan import DataPlan  # noqa: E402
 from nemo_emmett.data.sampler import Bucketing2DSampler, ModalityBuckets  # noqa: E402
-from nemo_emmett.oomptimizer.callback import (  # noqa: E402
-    OOMptimizerConfig,
-    ProbeSetting,
-    fmt_bytes,
-    parse_bytes,
-    plan_batch_sizes,
-    prompt_length,
-)
+from nemo_emmett.oomptimizer.config import OOMptimizerConfig, fmt_bytes, parse_bytes  # noqa: E402
+from nemo_emmett.oomptimizer.measure import ProbeSetting, plan_batch_sizes, prompt_length  # noqa: E402
 
 log = logging.getLogger("benchmarks.throughput")
 MULTI30K = REPO.parent / "shared" / "data" / "multi30k"
@@ -86,7 +80,7 @@ def multi30k_sources(num_speech: int) -> tuple[list[dict[str, Any]], str]:
     bb = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = bb  # its dataclasses look their module up while the file executes
     spec.loader.exec_module(bb)
-    from nemo_emmett.data.prepare.tokenizer import cache_dir
+    from nemo_emmett.parts.cache import cache_dir
 
     root = cache_dir() / "bench"
     lines = {lang: bb.read_lines(MULTI30K, lang) for lang in bb.LANGS}
@@ -204,18 +198,16 @@ def modality_shares(plan: DataPlan) -> dict[str, float]:
 
 
 def run_data(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    from nemo_emmett.data.datamodule import EmmettDataModule
     from nemo_emmett.oomptimizer.probe import first_optimizer
-    from nemo_emmett.training import build_model
+    from nemo_emmett.startup import resolve_run
 
     cfg = compose_config(args.override)
     set_data(cfg, name, args)
-    data = EmmettDataModule(cfg.data)
-    data.setup("fit")
+    run = resolve_run(cfg)  # sources, then the tokenizer the data module and the model share
+    data = run.data_module()
     plan = data.plan
     torch.manual_seed(cfg.seed)
-    base = build_model(cfg, plan.tokenizer_path)
-    data.text = base.text
+    base = run.build_model()
     dcfg = data.cfg
     num_in = {"audio": dcfg.audio_buckets.num_input_bins, "text": dcfg.text_buckets.num_input_bins}
     num_out = {"audio": dcfg.audio_buckets.num_output_bins, "text": dcfg.text_buckets.num_output_bins}

@@ -324,7 +324,7 @@ def _extract_tokenizer(tar: tarfile.TarFile, path: Path) -> Path:
     for name in sorted(files):
         digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
     key = f"tok-{digest.hexdigest()[:20]}"
-    from nemo_emmett.data.prepare.tokenizer import cache_dir
+    from nemo_emmett.parts.cache import cache_dir
 
     try:
         return _materialise(cache_dir() / "exports", key, files)

@@ -1,33 +1,21 @@
-"""The training recipe behind ``examples/train.py``: config -> Trainer -> data -> model -> fit."""
+"""The training recipe behind ``emmett-train``: config -> Trainer -> sources -> tokenizer -> data and
+model (``startup.py``) -> fit."""
 
 from __future__ import annotations
 
 import logging
 
 import lightning.pytorch as pl
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nemo_emmett.data.datamodule import EmmettDataModule
 from nemo_emmett.data.stats import DataStreamStats
 from nemo_emmett.mammoth.strategy import ComponentSyncStrategy  # registers trainer.strategy: component_sync
 from nemo_emmett.mammoth.sync import rank_task_table
 from nemo_emmett.mgcm.step import prepare_trainer_config
 from nemo_emmett.oomptimizer.callback import OOMptimizer
+from nemo_emmett.startup import build_data_and_model
 
 log = logging.getLogger(__name__)
-
-
-def build_model(cfg: DictConfig, tokenizer_path: str) -> pl.LightningModule:
-    """The model class named by ``cfg.model_class``; a from-scratch model without its own
-    tokenizer takes the SentencePiece model the data pipeline trained (the one bucketing counted with)."""
-    model_cfg = cfg.model.copy()
-    with open_dict(model_cfg):
-        tok = model_cfg.setdefault("tokenizer", {})
-        pretrained = (model_cfg.get("backbone") or {}).get("pretrained_path")
-        if tok.get("spm_path") is None and tok.get("hf_path") is None and pretrained is None:
-            tok["spm_path"] = tokenizer_path
-    return get_class(cfg.model_class)(model_cfg)
 
 
 def sweep_version(version: str | None, job_num: int | None) -> str | None:
@@ -73,10 +61,7 @@ def train(cfg: DictConfig) -> pl.LightningModule:
         mine, rank_directions = rank_task_table(full_modular, trainer.world_size, trainer.global_rank)
         with open_dict(cfg):
             cfg.model.modular = mine
-    data = EmmettDataModule(cfg.data, rank_directions=rank_directions)
-    data.setup("fit")
-    model = build_model(cfg, data.plan.tokenizer_path)
-    data.text = model.text
+    data, model = build_data_and_model(cfg, rank_directions=rank_directions)
     if full_modular is not None:  # checkpoints rebuild the whole model
         trainer.strategy.checkpoint_hyperparameters = {"cfg": {**model.hparams["cfg"], "modular": full_modular}}
     trainer.fit(model, datamodule=data)

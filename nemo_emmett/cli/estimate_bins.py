@@ -18,8 +18,7 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 
 from nemo_emmett.cli.paths import conf_dir
-from nemo_emmett.data.config import parse_data_config
-from nemo_emmett.data.plan import build_plan
+from nemo_emmett.startup import resolve_run
 
 AXES = {"audio": ("speech length (token-equivalent frames)", "target tokens"),
         "text": ("source tokens", "target tokens")}
@@ -61,8 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with initialize_config_dir(config_dir=str(Path(args.config_dir or conf_dir()).resolve()), version_base="1.3"):
         cfg = compose(config_name=args.config_name, overrides=args.overrides)
-    data_cfg = parse_data_config(cfg.data)
-    plan = build_plan(data_cfg)
+    plan = resolve_run(cfg).data_module().plan
     lengths = plan.lengths
 
     out = Path(args.out)

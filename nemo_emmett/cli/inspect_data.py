@@ -15,8 +15,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from nemo_emmett.cli.paths import conf_dir
-from nemo_emmett.data.datamodule import EmmettDataModule
 from nemo_emmett.data.report import format_summary, summarize_batches
+from nemo_emmett.startup import resolve_run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     with initialize_config_dir(config_dir=str(Path(args.config_dir or conf_dir()).resolve()), version_base="1.3"):
         cfg = compose(config_name=args.config_name, overrides=args.overrides)
 
-    dm = EmmettDataModule(cfg.data)
-    dm.setup("fit")
+    dm = resolve_run(cfg).data_module()
     print(dm.plan.summary())
     sampler = dm.train_dataset().sampler_for_slot(0, 1)
     batches = list(itertools.islice(iter(sampler), args.num_batches))

@@ -22,7 +22,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from nemo_emmett.cli.paths import conf_dir
-from nemo_emmett.oomptimizer.callback import OOMptimizer, measure_for_trainer, save_json
+from nemo_emmett.oomptimizer.cache import save_json
+from nemo_emmett.oomptimizer.callback import OOMptimizer
+from nemo_emmett.oomptimizer.measure import measure_for_trainer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,8 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import lightning.pytorch as pl
 
-    from nemo_emmett.data.datamodule import EmmettDataModule
-    from nemo_emmett.training import build_model
+    from nemo_emmett.startup import build_data_and_model
 
     with initialize_config_dir(config_dir=str(Path(args.config_dir or conf_dir()).resolve()), version_base=None):
         cfg = compose(config_name=args.config_name, overrides=args.overrides)
@@ -46,9 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer_cfg.pop(key, None)
     pl.seed_everything(cfg.seed, workers=False)
     trainer = pl.Trainer(**trainer_cfg, logger=False, enable_checkpointing=False)
-    data = EmmettDataModule(cfg.data)
-    data.setup("fit")
-    model = build_model(cfg, data.plan.tokenizer_path)
+    data, model = build_data_and_model(cfg)
     model = trainer.precision_plugin.convert_module(model).to(trainer.strategy.root_device)
     block = cfg.get("oomptimizer")
     oomptimizer = OOMptimizer(OmegaConf.to_container(block, resolve=True) if block is not None else None)

@@ -17,15 +17,19 @@ from torch.utils.data import DataLoader
 
 from nemo_emmett.data.config import DataConfig, parse_data_config
 from nemo_emmett.data.dataset import TextIds, TrainBatches, ValidationBatches
-from nemo_emmett.data.plan import DataPlan, build_plan
+from nemo_emmett.data.plan import DataPlan, build_plan, with_batch_sizes
+from nemo_emmett.data.sources import sources_for_rank
 
 log = logging.getLogger(__name__)
 
 
 class EmmettDataModule(pl.LightningDataModule):
-    def __init__(self, cfg: DictConfig | dict | DataConfig, *, text: TextIds | None = None,
+    def __init__(self, cfg: DictConfig | dict | DataConfig, *, text: TextIds,
                  rank_directions: list[list[str]] | None = None):
-        """``rank_directions``: the directions (``mt:en-de``) each rank trains, when ranks train
+        """``text``: the run's tokenizer (``nemo_emmett/startup.py`` resolves it before the data module
+        and the model): bucketing counts tokens with it and collation turns texts into ids. ``cfg``
+        must list its sources (the start-up fills in the demo corpus's).
+        ``rank_directions``: the directions (``mt:en-de``) each rank trains, when ranks train
         different tasks (``trainer.strategy: component_sync``): a rank then reads only the sources of
         its directions, split with the other ranks that train them. None: every rank reads every source."""
         super().__init__()
@@ -41,8 +45,15 @@ class EmmettDataModule(pl.LightningDataModule):
     # ---- set-up ----------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.plan is None:
-            self.plan = build_plan(self.cfg)
+            self.plan = build_plan(self.cfg, self.text)
             log.info("\n%s", self.plan.summary())
+
+    def set_batch_sizes(self, modality: str, batch_sizes: list[int]) -> None:
+        """Replace the batch sizes of ``modality``'s buckets (the OOMptimizer's answer); loaders built
+        after this call use them."""
+        self.setup()
+        self.plan = with_batch_sizes(self.plan, modality, batch_sizes)
+        log.info("%s batch sizes per bucket: %s", modality, self.plan.buckets[modality].batch_sizes)
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = self.trainer  # Lightning sets it in fit; None before
@@ -55,8 +66,6 @@ class EmmettDataModule(pl.LightningDataModule):
         """Indices of the sources this rank reads and, per source, its split among their readers."""
         if self.rank_directions is None:
             return list(range(len(specs))), None
-        from nemo_emmett.mammoth.sync import sources_for_rank
-
         mine = sources_for_rank([s.direction for s in specs], self.rank_directions, rank, required=required)
         return [i for i, _, _ in mine], [(k, n) for _, k, n in mine]
 

@@ -4,8 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from nemo_emmett.data.examples import Example, is_audio, source_text, target_text
+
+
+class TokenEncoder(Protocol):
+    """What length counting needs of a tokenizer (``parts.text_processor.TextProcessor`` has it)."""
+
+    def encode(self, text: str) -> list[int]: ...
+
+
+class TokenCounter:
+    """Counts the tokens of a text with the run's tokenizer, the one the model reads: bucket lengths
+    are then the lengths the model sees. Picklable when the tokenizer is (``TextProcessor`` is)."""
+
+    def __init__(self, text: TokenEncoder):
+        self.text = text
+
+    def __call__(self, text: str) -> int:
+        return len(self.text.encode(text))
 
 
 class SentencePieceCounter:

@@ -1,7 +1,10 @@
-"""From a :class:`DataConfig` to everything the loaders need: sources, weights, tokenizer, buckets.
+"""From a :class:`DataConfig` and the run's tokenizer to everything the loaders need: sources,
+weights, buckets, curriculum.
 
-Built once in the main process (it may train a tokenizer and read length statistics); the
-result is small and picklable, so dataloader workers receive it as it is."""
+Built once in the main process (it reads length statistics); the result is small and picklable,
+so dataloader workers receive it as it is. It never writes data: the sources must exist (the demo
+corpus is built, and a tokenizer trained, at start-up: ``nemo_emmett/startup.py``), and lengths are
+counted with the tokenizer the model uses."""
 
 from __future__ import annotations
 
@@ -23,9 +26,8 @@ from nemo_emmett.data.bucketing import (
     estimate_bins_2d,
     load_bucket_file,
 )
-from nemo_emmett.data.config import BucketConfig, DataConfig, DemoConfig
-from nemo_emmett.data.lengths import LengthMeasure, SentencePieceCounter
-from nemo_emmett.data.prepare.tokenizer import train_sentencepiece
+from nemo_emmett.data.config import BucketConfig, DataConfig
+from nemo_emmett.data.lengths import LengthMeasure, TokenCounter, TokenEncoder
 from nemo_emmett.data.sampler import ModalityBuckets
 from nemo_emmett.data.shar import count_examples, list_shards, read_shard
 from nemo_emmett.data.sources import SourceSpec, normalize_weights, temperature_weights
@@ -38,7 +40,6 @@ class DataPlan:
     train: list[SourceSpec]
     weights: list[float]
     validation: list[SourceSpec]
-    tokenizer_path: str
     measure: LengthMeasure
     buckets: dict[str, ModalityBuckets]
     estimates: dict[str, BinEstimate] = field(default_factory=dict)
@@ -59,16 +60,6 @@ class DataPlan:
             lines.extend(f"  {i:>3}: ({a:7.1f}, {b:6.1f}) -> {bs}" for i, ((a, b), bs) in
                          enumerate(zip(mb.grid.bins, mb.batch_sizes)))
         return "\n".join(lines)
-
-
-def demo_sources(dc: DemoConfig) -> tuple[list[SourceSpec], list[SourceSpec]]:
-    """Train and validation sources of the embedded demo corpus (built on first use, then cached)."""
-    from nemo_emmett.data.prepare.demo import DemoCorpusConfig, build_demo_corpus
-
-    corpus = build_demo_corpus(DemoCorpusConfig(root=dc.root, seed=dc.seed, max_number=dc.max_number,
-                                                num_train=dc.num_train, num_val=dc.num_val,
-                                                num_mt_train=dc.num_mt_train))
-    return corpus.source_specs("train"), corpus.source_specs("validation")
 
 
 def resolve_sources(raw: list[dict[str, Any] | SourceSpec], what: str) -> list[SourceSpec]:
@@ -168,37 +159,21 @@ def resolve_buckets(modality: str, bc: BucketConfig, lengths: np.ndarray) -> tup
     return ModalityBuckets(BucketGrid(bins, outliers=bc.outliers), list(batch_sizes)), est
 
 
-def build_plan(cfg: DataConfig) -> DataPlan:
-    train_raw, val_raw = cfg.train_sources, cfg.validation_sources
-    if not train_raw:
-        if not cfg.demo.enabled:
-            raise ValueError("data.train_sources is empty and data.demo.enabled is false: nothing to train on")
-        train_raw, demo_val = demo_sources(cfg.demo)
-        val_raw = val_raw or demo_val
-    train = resolve_sources(train_raw, "train_sources")
-    validation = resolve_sources(val_raw, "validation_sources")
+def build_plan(cfg: DataConfig, text: TokenEncoder) -> DataPlan:
+    """The plan of ``cfg``'s sources, with lengths counted by ``text`` (the run's tokenizer)."""
+    if not cfg.train_sources:
+        raise ValueError("data.train_sources is empty: give sources, or build the demo corpus first "
+                         "(nemo_emmett.startup.resolve_sources does, when data.demo.enabled)")
+    train = resolve_sources(cfg.train_sources, "train_sources")
+    validation = resolve_sources(cfg.validation_sources, "validation_sources")
     weights = source_weights(train, cfg.temperature)
-    if train and min(s.introduce_at_step for s in train) > 0:
+    if min(s.introduce_at_step for s in train) > 0:
         steps = {s.name: s.introduce_at_step for s in train}
         raise ValueError(f"every training source has introduce_at_step > 0 ({steps}): at least one must start at step 0")
-
-    tok = cfg.tokenizer
-    tok_per_source = max(1, tok.sample_examples // len(train))
-    # One read of each source serves both bin estimation and tokenizer training.
-    samples = sample_examples(train, max(cfg.estimation_examples, tok_per_source))
-    if tok.model_path is not None:
-        tokenizer_path = tok.model_path
-    else:
-        texts = (t for sample in samples for e in sample[:tok_per_source] for t in (ex_.source_text(e),
-                                                                                      ex_.target_text(e)))
-        key = {"sources": [(s.path, s.num_examples) for s in train], "per_source": tok_per_source}
-        langs = sorted({s.target_lang for s in train})
-        tokenizer_path = str(train_sentencepiece(texts, vocab_size=tok.vocab_size, key=key,
-                                                 user_defined_symbols=[f"<{lang}>" for lang in langs]))
-    measure = LengthMeasure(SentencePieceCounter(tokenizer_path), cfg.token_equivalent_duration)
-
+    measure = LengthMeasure(TokenCounter(text), cfg.token_equivalent_duration)
+    samples = sample_examples(train, cfg.estimation_examples)
     buckets, estimates = {}, {}
-    lengths = measure_lengths([e for sample in samples for e in sample[: cfg.estimation_examples]], measure)
+    lengths = measure_lengths([e for sample in samples for e in sample], measure)
     for modality, bc in (("audio", cfg.audio_buckets), ("text", cfg.text_buckets)):
         if not any(s.modality == modality for s in train):
             continue
@@ -209,4 +184,15 @@ def build_plan(cfg: DataConfig) -> DataPlan:
     if any(s.introduce_at_step for s in train):
         shares = {m: sum(w for s, w in zip(train, weights) if s.modality == m) for m in buckets}
         introduce = introduce_at_draws(train, draws_per_batch(buckets, lengths, shares), cfg.num_workers)
-    return DataPlan(train, weights, validation, tokenizer_path, measure, buckets, estimates, lengths, introduce)
+    return DataPlan(train, weights, validation, measure, buckets, estimates, lengths, introduce)
+
+
+def with_batch_sizes(plan: DataPlan, modality: str, batch_sizes: list[int]) -> DataPlan:
+    """``plan`` with new batch sizes for the buckets of ``modality`` (one per bucket, each >= 1)."""
+    if modality not in plan.buckets:
+        raise KeyError(f"the data plan has no {modality!r} buckets (it has {sorted(plan.buckets)})")
+    mb = plan.buckets[modality]
+    if len(batch_sizes) != len(mb.grid) or any(int(b) < 1 for b in batch_sizes):
+        raise ValueError(f"{modality}: expected {len(mb.grid)} batch sizes >= 1 (one per bucket), got {batch_sizes}")
+    return dataclasses.replace(plan, buckets={**plan.buckets,
+                                              modality: ModalityBuckets(mb.grid, [int(b) for b in batch_sizes])})

@@ -70,3 +70,19 @@ def normalize_weights(names: Sequence[str], weights: Sequence[float]) -> list[fl
             raise ValueError(f"source {name!r}: weight must be a finite number > 0, got {w!r}")
     total = float(sum(weights))
     return [w / total for w in weights]
+
+
+def sources_for_rank(directions: Sequence[str], rank_directions: Sequence[Sequence[str]],
+                     rank: int, *, required: bool = True) -> list[tuple[int, int, int]]:
+    """The data sources a rank reads: those whose direction (``mt:en-de``) is one of its tasks'.
+    Returns ``(source index, this rank's index among the ranks reading it, how many read it)``:
+    ranks that share a task split its sources between them."""
+    out = []
+    for i, d in enumerate(directions):
+        readers = [r for r, ds in enumerate(rank_directions) if d in ds]
+        if rank in readers:
+            out.append((i, readers.index(rank), len(readers)))
+    if not out and required:
+        raise ValueError(f"rank {rank} trains {sorted(rank_directions[rank])} but no data source has one of "
+                         f"those directions (sources: {sorted(set(directions))})")
+    return out

@@ -58,15 +58,18 @@ class ModularTasks:
     one named component and whose examples run the components of their task (``cfg.modular.tasks``)."""
 
     tasks: dict[str, ModularTaskConfig]
-    """Direction (``mt:en-de``) -> task; set with the text processor, before any module is built."""
+    """Direction (``mt:en-de``) -> task; set by ``check_config``, before any module is built."""
     adapter_components: bool = False
     """True: the components are adapters of a pretrained backbone (``check_modular(adapters=True)``)."""
 
-    def _build_text_processor(self) -> TextProcessor:
+    def check_config(self) -> None:
         check_modular(self.cfg.modular, adapters=self.adapter_components)
         self.tasks = {t.direction: t for t in self.cfg.modular.tasks}
-        base = super()._build_text_processor()
-        templates = {t.direction: t.prompt for t in self.cfg.modular.tasks}
+
+    @classmethod
+    def build_text(cls, cfg: Any) -> TextProcessor:
+        base = super().build_text(cfg)
+        templates = {t.direction: t.prompt for t in cfg.modular.tasks}
         return TaskPrompts(templates=templates, spm_path=base.spm_path, hf_path=base.hf_path,
                            prompt_template=base.prompt_template)
 

@@ -216,22 +216,6 @@ def clip_by_global_norm(params: Mapping[str, Sequence[nn.Parameter]], holders: M
     return norm
 
 
-def sources_for_rank(directions: Sequence[str], rank_directions: Sequence[Sequence[str]],
-                     rank: int, *, required: bool = True) -> list[tuple[int, int, int]]:
-    """The data sources a rank reads: those whose direction (``mt:en-de``) is one of its tasks'.
-    Returns ``(source index, this rank's index among the ranks reading it, how many read it)``:
-    ranks that share a task split its sources between them."""
-    out = []
-    for i, d in enumerate(directions):
-        readers = [r for r, ds in enumerate(rank_directions) if d in ds]
-        if rank in readers:
-            out.append((i, readers.index(rank), len(readers)))
-    if not out and required:
-        raise ValueError(f"rank {rank} trains {sorted(rank_directions[rank])} but no data source has one of "
-                         f"those directions (sources: {sorted(set(directions))})")
-    return out
-
-
 def rank_task_table(modular: Mapping[str, Any], world_size: int, rank: int) -> tuple[dict[str, Any], list[list[str]]]:
     """``model.modular`` (a plain dict) restricted to the tasks of ``rank`` (its model then builds only
     their components), and the directions every rank trains (for the data module)."""

@@ -32,12 +32,16 @@ log = logging.getLogger(__name__)
 class TranslationModel(pl.LightningModule, ABC):
     config_class: type[ModelConfig] = ModelConfig
 
-    def __init__(self, cfg: DictConfig | dict[str, Any]):
+    def __init__(self, cfg: DictConfig | dict[str, Any], *, text: TextProcessor | None = None):
+        """``text``: the run's tokenizer, resolved at start-up before the data module and the model
+        (``nemo_emmett/startup.py``: both receive the same one); None: built from ``cfg.tokenizer``
+        (restoring a checkpoint or an export)."""
         super().__init__()
         plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
         self.save_hyperparameters({"cfg": plain})
         self.cfg = parse_model_config(plain, self.config_class)
-        self.text = self._build_text_processor()
+        self.check_config()
+        self.text = text if text is not None else self.build_text(self.cfg)
         self.backbone = self.build_backbone()
         self.perception: AudioPerception | None = (
             build_perception(self.cfg.perception, self.backbone_dim, self.text.vocab_size) if self.uses_audio else None)
@@ -86,16 +90,22 @@ class TranslationModel(pl.LightningModule, ABC):
     def generate_ids(self, batch: dict[str, Any]) -> list[list[int]]:
         """Decoded token ids per example, without start and EOS tokens."""
 
-    # ---- shared ------------------------------------------------------------------------------
-    def _build_text_processor(self) -> TextProcessor:
-        t = self.cfg.tokenizer
+    def check_config(self) -> None:
+        """Checks of the parsed config beyond its types, before anything is built (none by default)."""
+
+    @classmethod
+    def build_text(cls, cfg: ModelConfig) -> TextProcessor:
+        """The tokenizer and prompts of a model with config ``cfg`` (parsed)."""
+        t = cfg.tokenizer
         if t.spm_path is not None:
             return TextProcessor(spm_path=t.spm_path, prompt_template=t.prompt_template)
-        hf = t.hf_path or self.cfg.backbone.pretrained_path
+        hf = t.hf_path or cfg.backbone.pretrained_path
         if hf is None:
             raise ValueError("model.tokenizer: give spm_path (SentencePiece .model) or hf_path, or a "
                              "backbone.pretrained_path whose folder holds its tokenizer")
         return TextProcessor(hf_path=hf, prompt_template=t.prompt_template)
+
+    # ---- shared ------------------------------------------------------------------------------
 
     def load_hf_backbone(self, auto_cls: Any, **overrides: Any) -> torch.nn.Module:
         """A Hugging Face model (``AutoModelForSeq2SeqLM``, ``AutoModelForCausalLM``) from

@@ -5,12 +5,24 @@ doubles while the batch fits (or halves while it does not), which brackets the a
 a size that fits and one that does not in O(log answer) probes; bisection then narrows the
 bracket until it is at most ``max(1, tolerance * lower)`` wide, again in O(log) probes. The
 answer is the bracket's lower end: a size that was *measured* to fit.
+
+Per bucket (:func:`optimize_buckets`): for each modality, buckets are searched from the largest
+(longest padded example) to the smallest; each search starts from the previous bucket's answer.
+Each probe is a full training step on a synthetic worst-case batch of the bucket
+(:class:`nemo_emmett.oomptimizer.probe.StepProbe`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from nemo_emmett.oomptimizer.config import fmt_bytes
+from nemo_emmett.oomptimizer.probe import ProbeResult, StepProbe
+from nemo_emmett.oomptimizer.result import BucketResult, OOMptimizerResult
 
 
 class NothingFits(ValueError):
@@ -69,3 +81,58 @@ def find_max_batch(fits: Callable[[int], bool], *, start: int = 1, tolerance: fl
         else:
             hi = mid
     return SearchResult(lo, probes)
+
+
+class BucketDoesNotFit(ValueError):
+    """A bucket whose worst-case batch of one example exceeds the budget."""
+
+
+def search_order(bins: list[tuple[float, float]]) -> list[int]:
+    """Bucket indices from the largest padded example (input + output) to the smallest."""
+    return sorted(range(len(bins)), key=lambda i: (bins[i][0] + bins[i][1], bins[i]), reverse=True)
+
+
+def optimize_buckets(probe: StepProbe, bins: dict[str, list[tuple[float, float]]], *, tolerance: float,
+                     max_batch_size: int, progress: bool = True) -> OOMptimizerResult:
+    """Search every bucket of every modality with ``probe`` (see the module docstring)."""
+    result = OOMptimizerResult(budget=probe.budget)
+    bar = tqdm(total=sum(len(b) for b in bins.values()), desc="OOMptimizer", unit="bucket", disable=not progress)
+    try:
+        with probe.preserving_model():
+            for modality, mbins in bins.items():
+                rows, start = [], 1
+                for b in search_order(mbins):
+                    row = search_bucket(probe, modality, b, mbins[b], start=start, tolerance=tolerance,
+                                        max_batch_size=max_batch_size, bar=bar)
+                    rows.append(row)
+                    start = row.batch_size
+                    bar.update(1)
+                result.buckets[modality] = rows
+    finally:
+        bar.close()
+    return result
+
+
+def search_bucket(probe: StepProbe, modality: str, bucket: int, edges: tuple[float, float], *, start: int,
+                  tolerance: float, max_batch_size: int, bar: Any) -> BucketResult:
+    max_in, max_out = edges
+    seen: dict[int, ProbeResult] = {}
+
+    def fits(n: int) -> bool:
+        seen[n] = r = probe(modality, max_in, max_out, n)
+        bar.set_postfix_str(f"{modality} bucket {bucket}: batch {n} {'fits' if r.fits else 'over'} "
+                            f"({fmt_bytes(r.peak)})", refresh=False)
+        return r.fits
+
+    try:
+        found = find_max_batch(fits, start=start, tolerance=tolerance, max_batch=max_batch_size)
+    except NothingFits:
+        margin = f", plus {fmt_bytes(probe.margin)} of headroom and DDP margin" if probe.margin else ""
+        raise BucketDoesNotFit(
+            f"OOMptimizer: {modality} bucket {bucket} (max input {max_in:g}, max output {max_out:g}) does not fit "
+            f"the memory budget of {fmt_bytes(probe.budget)} even with batch size 1 (measured peak "
+            f"{fmt_bytes(seen[1].peak)}{margin}). Raise oomptimizer.memory_budget, cap the bucket's lengths "
+            f"(data.{modality}_buckets.max_input / max_output), or use a smaller model."
+        ) from None
+    return BucketResult(bucket, max_in, max_out, found.batch_size, seen[found.batch_size].peak, len(found.probes),
+                        found.capped)

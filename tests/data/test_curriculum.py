@@ -16,7 +16,7 @@ from nemo_emmett.data.sampler import Bucketing2DSampler, ModalityBuckets
 from nemo_emmett.data.shar import list_shards
 from nemo_emmett.data.sources import SourceSpec
 from nemo_emmett.data.stream import ShardedStream
-from tests.conftest import write_text_source
+from tests.conftest import WordLengthIds, write_text_source
 
 WEIGHTS = [0.5, 0.3, 0.2]
 START = 400  # source "c" joins at this draw
@@ -124,7 +124,7 @@ def data_cfg(text_sources, late_step):
 
 def test_datamodule_introduces_the_source_at_its_step(tmp_path, text_sources, monkeypatch):
     monkeypatch.setenv("NEMO_EMMETT_CACHE", str(tmp_path / "cache"))
-    dm = EmmettDataModule(data_cfg(text_sources, late_step=25))
+    dm = EmmettDataModule(data_cfg(text_sources, late_step=25), text=WordLengthIds())
     datasets = [{i.split("-")[0] for i in b["ids"]} for b in itertools.islice(dm.train_dataloader(), 60)]
     assert dm.plan.introduce_at_draw == [0, 100]  # 25 steps of 4 examples, one worker slot
     assert all(d == {"a"} for d in datasets[:25])
@@ -132,4 +132,4 @@ def test_datamodule_introduces_the_source_at_its_step(tmp_path, text_sources, mo
     with pytest.raises(ValueError, match="at least one must start at step 0"):
         cfg = data_cfg(text_sources, late_step=25)
         cfg["train_sources"][0]["introduce_at_step"] = 3
-        EmmettDataModule(cfg).setup()
+        EmmettDataModule(cfg, text=WordLengthIds()).setup()

@@ -6,6 +6,7 @@ import torch
 
 from nemo_emmett.data.config import parse_data_config
 from nemo_emmett.data.datamodule import EmmettDataModule
+from nemo_emmett.startup import resolve_sources
 from tests.conftest import WordLengthIds, write_audio_source, write_text_source
 
 
@@ -37,7 +38,7 @@ def _cache(tmp_path, monkeypatch):
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_validation_yields_each_example_exactly_once(tmp_path, text_sources, num_workers):
     audio = write_audio_source(tmp_path / "au", "au", 15)
-    dm = EmmettDataModule(data_cfg(tmp_path, text_sources, num_workers=num_workers, audio=audio))
+    dm = EmmettDataModule(data_cfg(tmp_path, text_sources, num_workers=num_workers, audio=audio), text=WordLengthIds())
     ids = [i for b in dm.val_dataloader() for i in b["ids"]]
     assert len(ids) == len(set(ids)) == 300 + 120 + 15
 
@@ -70,14 +71,14 @@ def consume(dm, loader_iter, n):
 @pytest.mark.parametrize(("num_workers", "stop_after"), [(0, 7), (2, 7), (2, 10)])
 def test_resume_continues_the_stream_across_workers(tmp_path, text_sources, num_workers, stop_after):
     cfg = data_cfg(tmp_path, text_sources, num_workers=num_workers)
-    dm = EmmettDataModule(cfg)
+    dm = EmmettDataModule(cfg, text=WordLengthIds())
     it = iter(dm.train_dataloader())
     consume(dm, it, stop_after)
     state = dm.state_dict()
     reference = consume(dm, it, 12)
     del it
 
-    resumed = EmmettDataModule(cfg)
+    resumed = EmmettDataModule(cfg, text=WordLengthIds())
     resumed.load_state_dict(state)
     got = consume(resumed, iter(resumed.train_dataloader()), 12)
     assert got == reference
@@ -88,7 +89,7 @@ def test_error_in_a_worker_stops_the_main_process(tmp_path, text_sources):
     with gzip.open(bad / "text.000000.jsonl.gz", "at") as f:
         f.write("{not json\n")
     cfg = data_cfg(tmp_path, {"a": text_sources["a"], "b": bad}, num_workers=2, estimation_examples=5)
-    dm = EmmettDataModule(cfg)
+    dm = EmmettDataModule(cfg, text=WordLengthIds())
     with pytest.raises(Exception, match=r"text\.000000\.jsonl\.gz:31: not valid JSON"):
         for _ in itertools.islice(dm.train_dataloader(), 200):
             pass
@@ -100,13 +101,46 @@ def test_config_errors_name_the_culprit(tmp_path, text_sources):
     cfg = data_cfg(tmp_path, text_sources, num_workers=0)
     cfg["train_sources"][1]["weight"] = 1.0
     with pytest.raises(ValueError, match=r"sources without one: \['a'\]"):
-        EmmettDataModule(cfg).setup()
+        EmmettDataModule(cfg, text=WordLengthIds()).setup()
     cfg["train_sources"][0]["weight"] = -1.0
     with pytest.raises(ValueError, match="source 'a': weight must be a finite number > 0"):
-        EmmettDataModule(cfg).setup()
+        EmmettDataModule(cfg, text=WordLengthIds()).setup()
     missing = data_cfg(tmp_path, text_sources, num_workers=0)
     missing["train_sources"][0]["path"] = str(tmp_path / "nope")
     with pytest.raises(FileNotFoundError, match="nope"):
-        EmmettDataModule(missing).setup()
+        EmmettDataModule(missing, text=WordLengthIds()).setup()
     with pytest.raises(ValueError, match="nothing to train on"):
-        EmmettDataModule({"demo": {"enabled": False}}).setup()
+        resolve_sources({"demo": {"enabled": False}})
+
+
+def test_building_the_plan_never_writes_data(monkeypatch):
+    """The demo corpus is built at start-up (``resolve_sources``), never by the data module."""
+    import nemo_emmett.data.prepare.demo as demo
+
+    monkeypatch.setattr(demo, "build_demo_corpus", lambda *a, **k: pytest.fail("the data plan synthesised speech"))
+    with pytest.raises(ValueError, match="data.train_sources is empty"):
+        EmmettDataModule({}, text=WordLengthIds()).setup()
+
+
+def test_start_up_fills_in_the_demo_sources(monkeypatch, tmp_path, text_sources):
+    import nemo_emmett.data.prepare.demo as demo
+    from nemo_emmett.data.sources import SourceSpec
+
+    spec = SourceSpec(name="a", path=str(text_sources["a"]), task="mt", source_lang="en", target_lang="de")
+    monkeypatch.setattr(demo, "demo_sources", lambda dc: ([spec], [spec]))
+    cfg = resolve_sources({})
+    assert [s["name"] for s in cfg.train_sources] == [s["name"] for s in cfg.validation_sources] == ["a"]
+    assert resolve_sources({"train_sources": [{**cfg.train_sources[0], "name": "given"}]}).train_sources[0]["name"] == "given"
+
+
+def test_set_batch_sizes_replaces_one_modality_and_checks_the_count(tmp_path, text_sources):
+    dm = EmmettDataModule(data_cfg(tmp_path, text_sources, num_workers=0), text=WordLengthIds())
+    dm.setup()
+    n = len(dm.plan.buckets["text"].grid)
+    dm.set_batch_sizes("text", list(range(1, n + 1)))
+    assert dm.plan.buckets["text"].batch_sizes == list(range(1, n + 1))
+    assert dm.train_dataset().buckets["text"].batch_sizes == list(range(1, n + 1))  # what the loader reads
+    with pytest.raises(ValueError, match=f"expected {n} batch sizes"):
+        dm.set_batch_sizes("text", [4])
+    with pytest.raises(KeyError, match="no 'audio' buckets"):
+        dm.set_batch_sizes("audio", [4])

@@ -175,7 +175,7 @@ def test_unknown_task_in_devices_is_an_error(spm_path):
 
 
 def test_oomptimizer_probes_a_modular_model_with_its_heaviest_task(spm_path, tmp_path, one_torch_thread):
-    from nemo_emmett.oomptimizer.callback import OOMptimizerConfig, ProbeSetting, plan_batch_sizes
+    from nemo_emmett.oomptimizer import OOMptimizerConfig, ProbeSetting, plan_batch_sizes
 
     tasks = [*TASKS, task("st_en-de", "st", "en", "de", ["encoder.0.en", "encoder.1.full"],
                           ["decoder.0.full", "decoder.1.de"], perception="perception.full")]

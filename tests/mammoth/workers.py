@@ -139,9 +139,8 @@ def lightning_worker(rank: int, world_size: int, port: int, cfg: dict, out_dir: 
                                                           save_top_k=-1)])
     assert isinstance(trainer.strategy, ComponentSyncStrategy)
     modular, rank_directions = rank_task_table(cfg["model"]["modular"], trainer.world_size, trainer.global_rank)
-    data = EmmettDataModule(cfg["data"], rank_directions=rank_directions)
     model = ModularTranslation({**cfg["model"], "modular": modular})
-    data.text = model.text
+    data = EmmettDataModule(cfg["data"], text=model.text, rank_directions=rank_directions)
     trainer.strategy.checkpoint_hyperparameters = {"cfg": {**model.hparams["cfg"], "modular": cfg["model"]["modular"]}}
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     stats = trainer.strategy.last_stats

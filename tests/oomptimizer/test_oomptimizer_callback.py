@@ -9,15 +9,9 @@ from nemo_emmett.data.bucketing import load_bucket_file
 from nemo_emmett.data.prepare.tokenizer import train_sentencepiece
 from nemo_emmett.models.salm_t5 import SalmT5
 from nemo_emmett.oomptimizer import probe as step_probe
-from nemo_emmett.oomptimizer.callback import (
-    BucketDoesNotFit,
-    OOMptimizerConfig,
-    ProbeSetting,
-    parse_bytes,
-    plan_batch_sizes,
-    resolve_budget,
-    search_order,
-)
+from nemo_emmett.oomptimizer.config import OOMptimizerConfig, parse_bytes, resolve_budget
+from nemo_emmett.oomptimizer.measure import ProbeSetting, plan_batch_sizes
+from nemo_emmett.oomptimizer.search import BucketDoesNotFit, search_order
 from tests.conftest import LINES, TINY_BACKBONE, TINY_PERCEPTION
 
 CPU = ProbeSetting(device=torch.device("cpu"), precision="32-true", gradient_clip_val=1.0)

@@ -38,6 +38,7 @@ import yaml
 from lhotse import Recording
 from num2words import num2words
 
+from nemo_emmett.data.config import DemoConfig
 from nemo_emmett.data.examples import make_audio_example, make_text_example
 from nemo_emmett.data.prepare.espeak import SpeechJob, require_espeak, synthesize_many
 from nemo_emmett.data.shar import ExampleSharWriter
@@ -386,3 +387,12 @@ def _log_summary(corpus: DemoCorpus) -> None:
         corpus.summary["build_seconds"],
         "; ".join(parts),
     )
+
+
+def demo_sources(dc: DemoConfig) -> tuple[list[SourceSpec], list[SourceSpec]]:
+    """Train and validation sources of the embedded demo corpus of ``data.demo`` (built on first use,
+    then cached)."""
+    corpus = build_demo_corpus(DemoCorpusConfig(root=dc.root, seed=dc.seed, max_number=dc.max_number,
+                                                num_train=dc.num_train, num_val=dc.num_val,
+                                                num_mt_train=dc.num_mt_train))
+    return corpus.source_specs("train"), corpus.source_specs("validation")

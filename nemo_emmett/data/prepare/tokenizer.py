@@ -1,4 +1,7 @@
-"""A SentencePiece model trained on the training sources' text, cached by what it depends on."""
+"""A SentencePiece model trained on the training sources' text, cached by what it depends on.
+
+Trained at start-up (``nemo_emmett/startup.py``), before the data plan and the model, which both
+receive the resulting tokenizer."""
 
 from __future__ import annotations
 
@@ -10,11 +13,10 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from nemo_emmett.data.sources import SourceSpec
+from nemo_emmett.parts.cache import cache_dir
+
 log = logging.getLogger(__name__)
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("NEMO_EMMETT_CACHE", Path.home() / ".cache" / "nemo_emmett"))
 
 
 def train_sentencepiece(
@@ -63,3 +65,20 @@ def train_sentencepiece(
         os.replace(f"{prefix}.model", model)
     log.info("Trained SentencePiece model %s (vocab %d) on %d lines", model, vocab_size, n)
     return model
+
+
+def tokenizer_for_sources(specs: list[SourceSpec], *, vocab_size: int, sample_examples: int) -> Path:
+    """The SentencePiece model of a run without a tokenizer of its own: trained (or reused from the
+    cache) on the source and target text of the first ``sample_examples`` examples, spread evenly over
+    the training ``specs`` (resolved: ``num_examples`` known), with each target-language tag (``<de>``)
+    as one token."""
+    from nemo_emmett.data.examples import source_text, target_text
+    from nemo_emmett.data.plan import sample_examples as first_examples
+
+    if not specs:
+        raise ValueError("no training sources to train a SentencePiece model on")
+    per_source = max(1, sample_examples // len(specs))
+    texts = (t for sample in first_examples(specs, per_source) for e in sample for t in (source_text(e), target_text(e)))
+    key = {"sources": [(s.path, s.num_examples) for s in specs], "per_source": per_source}
+    langs = sorted({s.target_lang for s in specs})
+    return train_sentencepiece(texts, vocab_size=vocab_size, key=key, user_defined_symbols=[f"<{lang}>" for lang in langs])

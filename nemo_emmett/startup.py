@@ -1,0 +1,117 @@
+"""Start-up in one direction: sources, then the tokenizer, then the data module and the model, which
+both receive that tokenizer.
+
+1. :func:`resolve_sources`: the data config with its sources; with none and ``data.demo.enabled``,
+   the embedded demo corpus is built (or found in the cache) and its sources filled in. Nothing
+   after this step writes data.
+2. :func:`resolve_model_config`: the model config with its tokenizer: its own (``spm_path``,
+   ``hf_path`` or the pretrained backbone's folder), ``data.tokenizer.model_path``, or a
+   SentencePiece model trained on the training text (cached). The path is written into the config,
+   so that checkpoints restore with the same tokenizer.
+3. :func:`build_data_and_model`: the tokenizer (the model class's text processor, with its
+   prompts), then ``EmmettDataModule(data, text=...)`` (bucketing counts tokens with it) and the
+   model (``cls(cfg, text=...)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
+
+from nemo_emmett.data.config import DataConfig, parse_data_config
+from nemo_emmett.data.datamodule import EmmettDataModule
+from nemo_emmett.models.base import TranslationModel
+from nemo_emmett.models.config import parse_model_config
+from nemo_emmett.parts.text_processor import TextProcessor
+
+log = logging.getLogger(__name__)
+
+
+def resolve_sources(cfg: DataConfig | DictConfig | dict[str, Any]) -> DataConfig:
+    """``cfg`` parsed, with the demo corpus's sources when it lists no training source."""
+    cfg = parse_data_config(cfg)
+    if cfg.train_sources:
+        return cfg
+    if not cfg.demo.enabled:
+        raise ValueError("data.train_sources is empty and data.demo.enabled is false: nothing to train on")
+    from nemo_emmett.data.prepare.demo import demo_sources
+
+    train, validation = demo_sources(cfg.demo)
+    return dataclasses.replace(cfg, train_sources=[dataclasses.asdict(s) for s in train],
+                               validation_sources=cfg.validation_sources or [dataclasses.asdict(s) for s in validation])
+
+
+def data_tokenizer(data: DataConfig) -> str:
+    """The SentencePiece model of a run whose model has no tokenizer of its own: ``data.tokenizer.model_path``,
+    or one trained on the training text (cached by the sources and settings)."""
+    tok = data.tokenizer
+    if tok.model_path is not None:
+        return tok.model_path
+    from nemo_emmett.data.plan import resolve_sources as resolve_specs
+    from nemo_emmett.data.prepare.tokenizer import tokenizer_for_sources
+
+    specs = resolve_specs(data.train_sources, "train_sources")
+    return str(tokenizer_for_sources(specs, vocab_size=tok.vocab_size, sample_examples=tok.sample_examples))
+
+
+def resolve_model_config(model_cfg: DictConfig | dict[str, Any], data: DataConfig) -> dict[str, Any]:
+    """``model_cfg`` as a plain dict whose tokenizer is set: the model's own, else :func:`data_tokenizer`."""
+    plain = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
+    tok = dict(plain.get("tokenizer") or {})
+    pretrained = (plain.get("backbone") or {}).get("pretrained_path")
+    if tok.get("spm_path") is None and tok.get("hf_path") is None and pretrained is None:
+        tok["spm_path"] = data_tokenizer(data)
+    return {**plain, "tokenizer": tok}
+
+
+def model_class(name: str) -> type[TranslationModel]:
+    cls = get_class(name)
+    if not (isinstance(cls, type) and issubclass(cls, TranslationModel)):
+        raise TypeError(f"model_class {name!r} is not a nemo_emmett TranslationModel")
+    return cls
+
+
+def resolve_text(cls: type[TranslationModel], model_cfg: dict[str, Any]) -> TextProcessor:
+    """The run's tokenizer: the one ``cls`` builds from its (resolved) config, prompts included."""
+    return cls.build_text(parse_model_config(model_cfg, cls.config_class))
+
+
+@dataclasses.dataclass
+class RunInputs:
+    """What a run is built from, resolved in order (module docstring)."""
+
+    data: DataConfig
+    """With its sources."""
+    model_class: type[TranslationModel]
+    model: dict[str, Any]
+    """The model config with its tokenizer set."""
+    text: TextProcessor
+    """The tokenizer both the data module and the model receive."""
+
+    def data_module(self, *, rank_directions: list[list[str]] | None = None) -> EmmettDataModule:
+        """The data module, set up (its plan built). ``rank_directions``: as in :class:`EmmettDataModule`."""
+        data = EmmettDataModule(self.data, text=self.text, rank_directions=rank_directions)
+        data.setup("fit")
+        return data
+
+    def build_model(self) -> TranslationModel:
+        return self.model_class(self.model, text=self.text)
+
+
+def resolve_run(cfg: DictConfig) -> RunInputs:
+    """Sources, then the tokenizer, of a full run config (``data``, ``model``, ``model_class``)."""
+    data = resolve_sources(cfg.data)
+    cls = model_class(cfg.model_class)
+    model_cfg = resolve_model_config(cfg.model, data)
+    return RunInputs(data, cls, model_cfg, resolve_text(cls, model_cfg))
+
+
+def build_data_and_model(cfg: DictConfig, *, rank_directions: list[list[str]] | None = None
+                         ) -> tuple[EmmettDataModule, TranslationModel]:
+    """The data module (set up) and the model of a full run config, in that order, sharing one tokenizer."""
+    run = resolve_run(cfg)
+    return run.data_module(rank_directions=rank_directions), run.build_model()
