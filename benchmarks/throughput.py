@@ -75,8 +75,8 @@ def compose_config(overrides: list[str]):
 
 def multi30k_sources(num_speech: int) -> tuple[list[dict[str, Any]], str]:
     """Multi30k text Shar (4 MT directions, 29,000 pairs each) and espeak-ng speech (en->de), built and
-    cached by benchmarks/bucketing.py's helpers; its SentencePiece model."""
-    spec = importlib.util.spec_from_file_location("bench_bucketing", REPO / "benchmarks" / "bucketing.py")
+    cached by benchmarks/bucketing_data.py's helpers; its SentencePiece model."""
+    spec = importlib.util.spec_from_file_location("bench_bucketing_data", REPO / "benchmarks" / "bucketing_data.py")
     bb = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = bb  # its dataclasses look their module up while the file executes
     spec.loader.exec_module(bb)
