@@ -28,6 +28,7 @@ import lightning.pytorch as pl
 import torch
 from tqdm.auto import tqdm
 
+from nemo_emmett.data.batch import TranslationBatch
 from nemo_emmett.data.sampler import ModalityBuckets
 from nemo_emmett.oomptimizer.memory import PeakMeter, resident_bytes
 from nemo_emmett.oomptimizer.probe import ProbeResult, StepProbe
@@ -281,7 +282,7 @@ def plan_batch_sizes(model: Any, bins: dict[str, list[tuple[float, float]]], set
         torch.cuda.set_per_process_memory_fraction(cfg.memory_fraction, device)
     text = model.text
 
-    def make_batch(modality: str, batch_size: int, max_input: float, max_output: float) -> dict[str, Any]:
+    def make_batch(modality: str, batch_size: int, max_input: float, max_output: float) -> TranslationBatch:
         return worst_case_batch(modality, batch_size, max_input, max_output, text=text,
                                 vocab_size=text.vocab_size, prompt_len=setting.prompt_len,
                                 token_equivalent_duration=setting.token_equivalent_duration,
@@ -357,27 +358,27 @@ class OOMptimizer(pl.Callback):
         n = self.cfg.measure_steps
         return self.result is not None and (n < 0 or self._steps_measured < n)
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
-                             batch_idx: int) -> None:
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                             batch: TranslationBatch, batch_idx: int) -> None:
         if not self._measuring():
             return
         if self._meter is None or self._meter.device != pl_module.device:
             self._meter = PeakMeter(pl_module.device)
         self._meter.start(resident_bytes(pl_module, *trainer.optimizers))
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                           batch: TranslationBatch, batch_idx: int) -> None:
         if not self._measuring():
             return
         peak = self._meter.stop().peak
         self._steps_measured += 1
-        key = (batch["modality"], int(batch["bucket"]))
+        key = (batch.modality, batch.bucket)
         self.measured[key] = max(self.measured.get(key, 0), peak)
         share = peak / self.result.budget
-        pl_module.log("memory/peak_share", share, on_step=True, on_epoch=False, batch_size=len(batch["ids"]))
+        pl_module.log("memory/peak_share", share, on_step=True, on_epoch=False, batch_size=len(batch))
         if share > 1.0:
             log.warning("step %d (%s bucket %d, batch %d) peaked at %s, over the OOMptimizer budget of %s",
-                        trainer.global_step, *key, len(batch["ids"]), fmt_bytes(peak), fmt_bytes(self.result.budget))
+                        trainer.global_step, *key, len(batch), fmt_bytes(peak), fmt_bytes(self.result.budget))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.measured:
