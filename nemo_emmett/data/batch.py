@@ -1,7 +1,7 @@
 """The collated batch: the one contract between the data path and every model, the OOMptimizer and MGCM.
 
 Built by :func:`nemo_emmett.data.dataset.collate` (real examples) and
-:func:`nemo_emmett.data.dataset.worst_case_batch` (a bucket's synthetic worst case), and
+:func:`nemo_emmett.oomptimizer.worst_case.worst_case_batch` (a bucket's synthetic worst case), and
 nowhere else. A batch is homogeneous in modality: an audio batch has ``audio`` and no ``source_ids``,
 a text batch the other way round; a field that does not apply is ``None``. Every tensor and list
 field has one row per example (B), so slicing rows (:meth:`TranslationBatch.take_rows`) needs no

@@ -33,6 +33,7 @@ from nemo_emmett.data.sampler import ModalityBuckets
 from nemo_emmett.oomptimizer.memory import PeakMeter, resident_bytes
 from nemo_emmett.oomptimizer.probe import ProbeResult, StepProbe
 from nemo_emmett.oomptimizer.search import NothingFits, find_max_batch
+from nemo_emmett.oomptimizer.worst_case import worst_case_batch
 
 log = logging.getLogger(__name__)
 
@@ -258,8 +259,6 @@ def plan_batch_sizes(model: Any, bins: dict[str, list[tuple[float, float]]], set
                      cfg: OOMptimizerConfig, *, forward_context=None, use_grad_scaler: bool = False,
                      progress: bool = True) -> OOMptimizerResult:
     """Batch sizes per bucket for ``model`` (a TranslationModel on ``setting.device``): cached, else measured."""
-    from nemo_emmett.data.dataset import worst_case_batch
-
     device = setting.device
     budget = resolve_budget(cfg, device)
     trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)

@@ -32,7 +32,7 @@ from nemo_emmett.oomptimizer.memory import measure_peak, resident_bytes
 log = logging.getLogger(__name__)
 
 BatchFactory = Callable[[str, int, float, float], TranslationBatch]
-"""(modality, batch_size, max_input, max_output) -> a worst-case batch (``worst_case_batch``)."""
+"""(modality, batch_size, max_input, max_output) -> a worst-case batch (``worst_case.worst_case_batch``)."""
 
 
 @dataclass(frozen=True)
