@@ -66,6 +66,7 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
+from nemo_emmett.data.batch import TranslationBatch  # noqa: E402
 from nemo_emmett.oomptimizer.memory import measure_peak, resident_bytes  # noqa: E402
 
 log = logging.getLogger("benchmarks.mgcm")
@@ -85,11 +86,10 @@ def compose_config(overrides: list[str]):
         return compose(config_name="salm_t5", overrides=overrides)
 
 
-def take_batches(data, n: int) -> list[dict[str, Any]]:
+def take_batches(data, n: int) -> list[TranslationBatch]:
     out = []
-    for batch in data.train_dataset():
-        batch.pop("data_state", None)
-        out.append(batch)
+    for streamed in data.train_dataset():
+        out.append(streamed.batch)  # the stream's resume state is not needed here
         if len(out) == n:
             break
     return out
@@ -161,7 +161,7 @@ def new_optimizer(model):
     return built["optimizer"], built.get("lr_scheduler", {}).get("scheduler")
 
 
-def train(models: dict[str, Any], batches: list[dict[str, Any]], seed: int) -> dict[str, dict[str, Any]]:
+def train(models: dict[str, Any], batches: list[TranslationBatch], seed: int) -> dict[str, dict[str, Any]]:
     """Train each method's model on the same batches, the methods interleaved step by step (so that
     a busy machine slows them alike); the dropout masks of a step are the same for every method."""
     state = {}
@@ -176,7 +176,7 @@ def train(models: dict[str, Any], batches: list[dict[str, Any]], seed: int) -> d
     mixed_times: dict[str, list[float]] = {m: [] for m in models}
     losses: dict[str, float] = {}
     for step, batch in enumerate(batches):
-        mixed = PRIMARY in batch["tasks"] and len(set(batch["tasks"])) > 1
+        mixed = PRIMARY in batch.tasks and len(set(batch.tasks)) > 1
         for method, model in models.items():
             opt, sched, params, groups, rng = state[method]
             torch.manual_seed(seed + step)
@@ -209,31 +209,18 @@ def evaluate(model, val_batches) -> dict[str, float]:
     nll = tokens = 0.0
     hyps, refs = [], []
     for batch in val_batches:
-        sel = [i for i, t in enumerate(batch["tasks"]) if t == PRIMARY]
+        sel = [i for i, t in enumerate(batch.tasks) if t == PRIMARY]
         if not sel:
             continue
         logits, _ = model.logits(batch)
-        losses, counts = per_example_nll(logits, batch["target_ids"], batch["target_lens"])
+        losses, counts = per_example_nll(logits, batch.target_ids, batch.target_lens)
         nll += float(losses[sel].sum())
         tokens += float(counts[sel].sum())
         out = model.translate_batch(batch)
         hyps += [out[i] for i in sel]
-        refs += [batch["target_texts"][i] for i in sel]
+        refs += [batch.target_texts[i] for i in sel]
     return {"val_loss": nll / max(tokens, 1.0), "bleu": sacrebleu.corpus_bleu(hyps, [refs]).score,
             "num_examples": len(hyps)}
-
-
-def select(batch: dict[str, Any], rows: list[int]) -> dict[str, Any]:
-    """The examples ``rows`` of a collated batch (padding kept; lengths say what is real)."""
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == len(batch["ids"]):
-            out[k] = v[rows]
-        elif isinstance(v, list) and len(v) == len(batch["ids"]):
-            out[k] = [v[i] for i in rows]
-        else:
-            out[k] = v
-    return out
 
 
 def measure_memory(model, batch, seed: int, reps: int = 3) -> dict[str, int]:
@@ -304,16 +291,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     batches = take_batches(data, args.steps)
     val_batches = list(data.val_dataloader())
     if args.val_batches is not None:
-        val_batches = [b for b in val_batches if PRIMARY in b["tasks"]][: args.val_batches]
+        val_batches = [b for b in val_batches if PRIMARY in b.tasks][: args.val_batches]
     setup_s = time.perf_counter() - t0
     initial = copy.deepcopy(model.state_dict())
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     grad_bytes = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
-    mixed = next(b for b in batches if PRIMARY in b["tasks"] and len(set(b["tasks"])) > 1)
+    mixed = next(b for b in batches if PRIMARY in b.tasks and len(set(b.tasks)) > 1)
 
-    first_st = mixed["tasks"].index(PRIMARY)
-    first_aux = next(i for i, t in enumerate(mixed["tasks"]) if t != PRIMARY)
-    pair = select(mixed, [first_st, first_aux])
+    first_st = mixed.tasks.index(PRIMARY)
+    first_aux = next(i for i, t in enumerate(mixed.tasks) if t != PRIMARY)
+    pair = mixed.take_rows(torch.tensor([first_st, first_aux]))  # padding kept; lengths say what is real
     memory = {"batch": memory_figures(measure_memory(model, mixed, cfg.seed, args.memory_reps)),
               "pair": memory_figures(measure_memory(model, pair, cfg.seed, args.memory_reps))}
     log.info("memory: %s", memory)
@@ -337,7 +324,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    "memory_reps": args.memory_reps,
                    "overrides": args.overrides, "trainable_params": n_params, "gradient_bytes": grad_bytes,
                    "num_mgcm_modules": len(model.mgcm.groups), "val_batches": len(val_batches),
-                   "memory_batch": {"size": len(mixed["ids"]), "tasks": sorted(set(mixed["tasks"]))},
+                   "memory_batch": {"size": len(mixed.ids), "tasks": sorted(set(mixed.tasks))},
                    "setup_s": setup_s, "device": str(next(model.parameters()).device)},
         "memory": memory,
         "methods": results,

@@ -53,6 +53,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from nemo_emmett.data.batch import TranslationBatch  # noqa: E402
 from nemo_emmett.data.bucketing import BucketGrid, estimate_bins_2d  # noqa: E402
 from nemo_emmett.data.dataset import TrainBatches, collate  # noqa: E402
 from nemo_emmett.data.plan import DataPlan  # noqa: E402
@@ -146,7 +147,7 @@ class Run:
     model: Any
     optimizer: torch.optim.Optimizer
     sampler: Bucketing2DSampler
-    batches: Iterator[dict[str, Any]]
+    batches: Iterator[TranslationBatch]
     clip: float | None
     ted: float
     sampling_rate: int
@@ -154,14 +155,14 @@ class Run:
 
     def step(self) -> None:
         batch = next(self.batches)
-        n = len(batch["ids"])
-        c = self.counts[batch["modality"]]
-        if batch["modality"] == "audio":
-            frames = batch["audio_lens"].double() / self.sampling_rate / self.ted  # (B,) token-equivalents
+        n = len(batch)
+        c = self.counts[batch.modality]
+        if batch.modality == "audio":
+            frames = batch.audio_lens.double() / self.sampling_rate / self.ted  # (B,) token-equivalents
             real_in, pad_in = float(frames.sum()), float(frames.max()) * n
         else:
-            real_in, pad_in = float(batch["source_lens"].sum()), float(batch["source_lens"].max()) * n
-        out_lens = batch["target_lens"]
+            real_in, pad_in = float(batch.source_lens.sum()), float(batch.source_lens.max()) * n
+        out_lens = batch.target_lens
         c.real_tokens += real_in + float(out_lens.sum())
         c.padded_tokens += pad_in + float(out_lens.max()) * n
         t = time.perf_counter()

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     weights = dict(zip(sampler.mux.names, dm.plan.weights))
     print(format_summary(summarize_batches(batches), sampler.mux.shares(), weights, sampler.stats.as_dict()))
 
-    seen = [i for b in dm.val_dataloader() for i in b["ids"]]
+    seen = [i for b in dm.val_dataloader() for i in b.ids]
     expected = sum(s.num_examples for s in dm.plan.validation)
     print(f"Validation pass: {len(seen)} examples ({len(set(seen))} distinct) of {expected} "
           f"with num_workers={dm.cfg.num_workers}")

@@ -1,6 +1,7 @@
 """Lightning DataModule: train and validation loaders from ``cfg.data``, with a resumable stream.
 
-Training batches are produced inside dataloader workers; each carries its slot's sampler state.
+Training batches are produced inside dataloader workers; each comes with its slot's sampler state
+(:class:`~nemo_emmett.data.dataset.StreamedBatch`).
 ``on_before_batch_transfer`` (main process) keeps the state of the last *consumed* batch of
 every slot, and ``state_dict`` stores them with how many batches were consumed, which tells the
 next run which worker's turn it is (the DataLoader takes workers round-robin)."""
@@ -15,8 +16,9 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from nemo_emmett.data.batch import TranslationBatch
 from nemo_emmett.data.config import DataConfig, parse_data_config
-from nemo_emmett.data.dataset import TextIds, TrainBatches, ValidationBatches
+from nemo_emmett.data.dataset import StreamedBatch, TextIds, TrainBatches, ValidationBatches
 from nemo_emmett.data.plan import DataPlan, build_plan, with_batch_sizes
 from nemo_emmett.data.sources import sources_for_rank
 
@@ -101,14 +103,15 @@ class EmmettDataModule(pl.LightningDataModule):
                           prefetch_factor=2 if nw > 0 else None)
 
     # ---- stream position -------------------------------------------------------------------
-    def record(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Take the worker's data state off a consumed training batch and remember it."""
-        ds = batch.pop("data_state", None)
-        if ds is not None:
-            self._slot_states[ds["slot"]] = ds["state"]
-            self._num_slots = ds["num_slots"]
-            self._consumed += 1
-        return batch
+    def record(self, item: StreamedBatch | TranslationBatch) -> TranslationBatch:
+        """Remember the slot state that came with a consumed training batch; the bare batch for the
+        model. A batch without one (validation) passes unchanged and counts for nothing."""
+        if isinstance(item, TranslationBatch):
+            return item
+        self._slot_states[item.state.slot] = item.state.sampler
+        self._num_slots = item.state.num_slots
+        self._consumed += 1
+        return item.batch
 
     def stream_stats(self) -> dict[str, float]:
         """Sampler counts summed over this rank's slots, as of the last consumed batches: examples
@@ -123,7 +126,7 @@ class EmmettDataModule(pl.LightningDataModule):
         return out
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        return self.record(batch) if isinstance(batch, dict) else batch
+        return self.record(batch) if isinstance(batch, StreamedBatch) else batch
 
     def state_dict(self) -> dict[str, Any]:
         local = {"consumed": self._consumed, "num_slots": self._num_slots, "slots": dict(self._slot_states)}

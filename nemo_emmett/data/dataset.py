@@ -1,7 +1,7 @@
 """Iterable datasets that run multiplexer -> 2D bucketing -> collation inside each dataloader worker.
 
-Each (rank, worker) slot reads a disjoint part of every source. Training batches carry the
-sampler state of their slot under ``data_state`` so that the main process can checkpoint the
+Each (rank, worker) slot reads a disjoint part of every source. Training batches come with the
+sampler state of their slot (:class:`StreamedBatch`) so that the main process can checkpoint the
 stream without reaching into worker processes (see ``EmmettDataModule``)."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from lhotse.dataset.collation import collate_audio, collate_vectors
 from torch.utils.data import IterableDataset, get_worker_info
 
 from nemo_emmett.data import examples as ex_
+from nemo_emmett.data.batch import TranslationBatch
 from nemo_emmett.data.bucketing import BucketGrid
 from nemo_emmett.data.multiplexer import Multiplexer
 from nemo_emmett.data.sampler import Batch, Bucketing2DSampler, ModalityBuckets
@@ -41,80 +42,61 @@ def pad_ids(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, t
     return collate_vectors([torch.as_tensor(s, dtype=torch.long) for s in seqs], padding_value=pad_id), lens
 
 
-def collate(batch: Batch, *, sampling_rate: int, text: TextIds | None = None) -> dict[str, Any]:
-    """Tensors and metadata of one homogeneous batch. Audio: ``audio`` (B, T) and ``audio_lens`` (B,).
-    With ``text``: ``target_ids`` (B, U) ending in EOS, ``prompt_ids`` (B, P) with the target-language
-    tag, and ``source_ids`` (B, S) for text batches or ``transcript_ids`` for audio batches; each with
-    its ``*_lens`` (B,)."""
+def collate(batch: Batch, *, sampling_rate: int, text: TextIds | None = None) -> TranslationBatch:
+    """Tensors and metadata of one homogeneous batch (fields: :class:`TranslationBatch`). Audio gets
+    ``audio``; with ``text``, every batch gets ``target_ids`` and ``prompt_ids``, and text batches
+    ``source_ids``, audio batches ``transcript_ids`` (the same tokenization of the source text)."""
     exs = batch.examples
-    out: dict[str, Any] = {
-        "modality": batch.modality,
-        "bucket": batch.bucket,
-        "ids": [ex_.example_id(e) for e in exs],
-        "tasks": [ex_.task(e) for e in exs],
-        "source_langs": [ex_.source_lang(e) for e in exs],
-        "target_langs": [ex_.target_lang(e) for e in exs],
-        "source_texts": [ex_.source_text(e) for e in exs],
-        "target_texts": [ex_.target_text(e) for e in exs],
-    }
+    ids = [ex_.example_id(e) for e in exs]
+    tasks = [ex_.task(e) for e in exs]
+    source_langs = [ex_.source_lang(e) for e in exs]
+    target_langs = [ex_.target_lang(e) for e in exs]
+    source_texts = [ex_.source_text(e) for e in exs]
+    target_texts = [ex_.target_text(e) for e in exs]
+    tensors: dict[str, torch.Tensor] = {}
     if batch.modality == "audio":
         cuts = CutSet.from_cuts(c if c.sampling_rate == sampling_rate else c.resample(sampling_rate) for c in exs)
         try:
-            out["audio"], out["audio_lens"] = collate_audio(cuts)  # (B, T), (B,)
+            tensors["audio"], tensors["audio_lens"] = collate_audio(cuts)  # (B, T), (B,)
         except Exception as e:
             origins = sorted({str(getattr(c, "shard_origin", "?")) for c in exs})
-            raise RuntimeError(f"could not load audio of cuts {out['ids'][:5]}... from {origins}: {e}") from e
+            raise RuntimeError(f"could not load audio of cuts {ids[:5]}... from {origins}: {e}") from e
     if text is not None:
         pad = text.pad_id
-        out["target_ids"], out["target_lens"] = pad_ids([text.target_ids(t) for t in out["target_texts"]], pad)
+        tensors["target_ids"], tensors["target_lens"] = pad_ids([text.target_ids(t) for t in target_texts], pad)
         prompts = [text.prompt_ids(task=t, source_lang=s, target_lang=g)
-                   for t, s, g in zip(out["tasks"], out["source_langs"], out["target_langs"])]
-        out["prompt_ids"], out["prompt_lens"] = pad_ids(prompts, pad)
-        source_ids = pad_ids([text.encode(t) for t in out["source_texts"]], pad)
+                   for t, s, g in zip(tasks, source_langs, target_langs)]
+        tensors["prompt_ids"], tensors["prompt_lens"] = pad_ids(prompts, pad)  # (B, P), (B,)
+        source_ids = pad_ids([text.encode(t) for t in source_texts], pad)  # (B, S), (B,)
         if batch.modality == "text":
-            out["source_ids"], out["source_lens"] = source_ids
+            tensors["source_ids"], tensors["source_lens"] = source_ids
         else:  # the transcript, for an auxiliary loss on the speech encoder (CTC)
-            out["transcript_ids"], out["transcript_lens"] = source_ids
-    return out
+            tensors["transcript_ids"], tensors["transcript_lens"] = source_ids
+    return TranslationBatch(modality=batch.modality, bucket=batch.bucket, ids=ids, tasks=tasks,
+                            source_langs=source_langs, target_langs=target_langs, source_texts=source_texts,
+                            target_texts=target_texts, **tensors)
 
 
-def worst_case_batch(modality: str, batch_size: int, max_input: float, max_output: float, *, text: TextIds,
-                     vocab_size: int, prompt_len: int, token_equivalent_duration: float, sampling_rate: int,
-                     seed: int = 0, direction: tuple[str, str, str] | None = None) -> dict[str, Any]:
-    """A synthetic batch with the layout of :func:`collate` in which every example is as long as the
-    bucket allows: ``max_input`` (token-equivalent frames of audio, or source tokens) and
-    ``max_output`` target tokens. Used to measure the memory of a bucket's worst batch.
-    ``direction``: (task, source_lang, target_lang) of every example (a modular model runs that task's
-    components); default ``st``/``mt`` from ``xx`` to ``yy``."""
-    g = torch.Generator().manual_seed(seed)
-    B = batch_size
-    task, src, tgt = direction or ("st" if modality == "audio" else "mt", "xx", "yy")
-    n_out = max(1, int(max_output))
-    n_in = max(1, int(max_input))
-    specials = {text.pad_id, getattr(text, "eos_id", -1)}
-    low = max(specials) + 1 if max(specials) + 1 < vocab_size else 0
+@dataclass
+class SlotState:
+    """Where one (rank, worker) slot's sampler stands after emitting a batch."""
 
-    def ids(length: int, last: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.randint(low, vocab_size, (B, length), generator=g)  # (B, length)
-        if last is not None:
-            x[:, -1] = last
-        return x, torch.full((B,), length, dtype=torch.long)
+    slot: int
+    """The slot (:func:`worker_slot`)."""
+    num_slots: int
+    """Slots of the whole run (ranks x workers); a resume must have as many."""
+    sampler: dict[str, Any]
+    """``Bucketing2DSampler.state_dict()`` right after the batch was formed."""
 
-    out: dict[str, Any] = {
-        "modality": modality, "bucket": -1, "ids": [f"worst-case-{i}" for i in range(B)],
-        "tasks": [task] * B, "source_langs": [src] * B,
-        "target_langs": [tgt] * B, "source_texts": [""] * B, "target_texts": [""] * B,
-    }
-    out["target_ids"], out["target_lens"] = ids(n_out + 1, last=getattr(text, "eos_id", None))  # + EOS
-    out["prompt_ids"], out["prompt_lens"] = ids(max(1, prompt_len))
-    if modality == "audio":
-        samples = max(1, int(round(max_input * token_equivalent_duration * sampling_rate)))
-        out["audio"] = torch.randn(B, samples, generator=g) * 0.1  # (B, T)
-        out["audio_lens"] = torch.full((B,), samples, dtype=torch.long)
-        out["transcript_ids"], out["transcript_lens"] = ids(n_in)  # unbounded by the bucket: as long as CTC allows
-    else:
-        out["source_ids"], out["source_lens"] = ids(n_in)
-    return out
+
+@dataclass
+class StreamedBatch:
+    """A training batch and the resume state of the slot that made it. They travel side by side so
+    that the main process can checkpoint the stream without reaching into worker processes;
+    ``EmmettDataModule.on_before_batch_transfer`` records the state and hands the model the batch."""
+
+    batch: TranslationBatch
+    state: SlotState
 
 
 def worker_slot(rank: int, world_size: int, offset: int = 0) -> tuple[int, int]:
@@ -182,14 +164,13 @@ class TrainBatches(IterableDataset):
                 sampler.load_state_dict(state)
         return sampler
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[StreamedBatch]:
         offset = self.resume["offset"] if self.resume else 0
         slot, num_slots = worker_slot(self.rank, self.world_size, offset)
         sampler = self.sampler_for_slot(slot, num_slots)
         for batch in sampler:
             out = collate(batch, sampling_rate=self.sampling_rate, text=self.text)
-            out["data_state"] = {"slot": slot, "num_slots": num_slots, "state": sampler.state_dict()}
-            yield out
+            yield StreamedBatch(out, SlotState(slot, num_slots, sampler.state_dict()))
 
 
 @dataclass
@@ -209,7 +190,7 @@ class ValidationBatches(IterableDataset):
     def __post_init__(self) -> None:
         super().__init__()
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[TranslationBatch]:
         slot, num_slots = worker_slot(self.rank, self.world_size)
         splits = [source_slot(self.readers, i, slot, num_slots, self.world_size) for i in range(len(self.specs))]
         streams = [

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
 
 import torch
 from torch import nn
 
+from nemo_emmett.data.batch import TranslationBatch
 from nemo_emmett.mammoth.components import ComponentBank, component_path
-from nemo_emmett.mammoth.routing import ModularTasks, restore_order, take_rows
+from nemo_emmett.mammoth.routing import ModularTasks, restore_order
 from nemo_emmett.mammoth.tasks import ModularModelConfig, ModularTaskConfig
 from nemo_emmett.models.base import TranslationModel
 from nemo_emmett.modules.transformer import KVCache, sinusoidal_positions
@@ -60,12 +60,12 @@ class ModularTranslation(ModularTasks, TranslationModel):
         pos = torch.arange(start, start + x.shape[1], device=x.device)
         return x + sinusoidal_positions(pos, x.shape[2]).to(x.dtype)[None]  # (B, L, D)
 
-    def encode(self, batch: dict[str, Any], task: ModularTaskConfig,
+    def encode(self, batch: TranslationBatch, task: ModularTaskConfig,
                speech: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, S, D) memory and its (B, S) mask for examples of one task."""
-        prompt = (self._embed(task.source_embed, batch["prompt_ids"]), batch["prompt_lens"])
-        second = speech if speech is not None else (self._embed(task.source_embed, batch["source_ids"]),
-                                                    batch["source_lens"])
+        prompt = (self._embed(task.source_embed, batch.prompt_ids), batch.prompt_lens)
+        second = speech if speech is not None else (self._embed(task.source_embed, batch.source_ids),
+                                                    batch.source_lens)
         parts = [second, prompt] if speech is not None else [prompt, second]
         x, lens = concat_padded(parts)
         mask = lengths_to_mask(lens, x.shape[1])
@@ -85,22 +85,22 @@ class ModularTranslation(ModularTasks, TranslationModel):
             first += len(stack.layers)
         return x @ self.backbone[task.target_embed].weight.T  # (B, U, D) @ (D, V)
 
-    def _speech(self, batch: dict[str, Any]) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, dict]:
-        if batch["modality"] != "audio":
+    def _speech(self, batch: TranslationBatch) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, dict]:
+        if batch.modality != "audio":
             return None, {}
         emb, lens, aux = self.speech_embeddings(batch)
         return (emb, lens), aux
 
-    def logits(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def logits(self, batch: TranslationBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         speech, aux = self._speech(batch)  # the perception is shared: once for the whole batch
-        targets = batch["target_ids"]  # (B, U)
+        targets = batch.target_ids  # (B, U)
         start = torch.full_like(targets[:, :1], self.text.pad_id)
         decoder_in = torch.cat([start, targets[:, :-1]], dim=1)  # (B, U): shifted right
         groups = self.task_groups(batch)
         pieces, order = [], []
         for task, idx in groups:
             one = len(groups) == 1
-            sub = batch if one else take_rows(batch, idx)
+            sub = batch if one else batch.take_rows(idx)
             sub_speech = None if speech is None else speech if one else (speech[0][idx], speech[1][idx])
             memory, mask = self.encode(sub, task, sub_speech)
             pieces.append(self.decode_states(task, decoder_in if one else decoder_in[idx], memory, mask))
@@ -108,12 +108,12 @@ class ModularTranslation(ModularTasks, TranslationModel):
         return restore_order(pieces, order), aux  # (B, U, V) in the batch's order
 
     @torch.no_grad()
-    def generate_ids(self, batch: dict[str, Any]) -> list[list[int]]:
+    def generate_ids(self, batch: TranslationBatch) -> list[list[int]]:
         speech, _ = self._speech(batch)
         d = self.cfg.decoding
-        out: list[list[int] | None] = [None] * len(batch["ids"])
+        out: list[list[int] | None] = [None] * len(batch)
         for task, idx in self.task_groups(batch):
-            sub = take_rows(batch, idx)
+            sub = batch.take_rows(idx)
             memory, mask = self.encode(sub, task, None if speech is None else (speech[0][idx], speech[1][idx]))
             n_layers = sum(len(self.backbone[name].layers) for name in task.decoder)
             state = {"cache": KVCache([None] * n_layers, [None] * n_layers), "memory": memory, "mask": mask, "t": 0}

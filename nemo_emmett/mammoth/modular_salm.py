@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from nemo_emmett.mammoth.routing import ModularTasks, restore_order, take_rows
+from nemo_emmett.data.batch import TranslationBatch
+from nemo_emmett.mammoth.routing import ModularTasks, restore_order
 from nemo_emmett.mammoth.sharing import parse_component
 from nemo_emmett.mammoth.tasks import ModularConfig, ModularTaskConfig
 from nemo_emmett.models.config import SalmT5Config
@@ -88,22 +89,22 @@ class ModularSalmT5(ModularTasks, SalmT5):
         return [c for c in [task.perception, BACKBONE, task.encoder_adapter, task.decoder_adapter] if c is not None]
 
     # ---- forward ----------------------------------------------------------------------------
-    def logits(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def logits(self, batch: TranslationBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         groups = self.task_groups(batch)
         pieces, auxes, order = [], [], []
         for task, idx in groups:
             with self.running(task):
-                logits, aux = super().logits(batch if len(groups) == 1 else take_rows(batch, idx))
+                logits, aux = super().logits(batch if len(groups) == 1 else batch.take_rows(idx))
             pieces.append(logits)
             auxes.append(aux)
             order.append(idx)
         aux = {k: restore_order([a[k] for a in auxes], order) for k in auxes[0]}  # (B,) per-example losses
         return restore_order(pieces, order), aux
 
-    def generate_ids(self, batch: dict[str, Any]) -> list[list[int]]:
-        out: list[list[int] | None] = [None] * len(batch["ids"])
+    def generate_ids(self, batch: TranslationBatch) -> list[list[int]]:
+        out: list[list[int] | None] = [None] * len(batch)
         for task, idx in self.task_groups(batch):
             with self.running(task):
-                for i, ids in zip(idx.tolist(), super().generate_ids(take_rows(batch, idx))):
+                for i, ids in zip(idx.tolist(), super().generate_ids(batch.take_rows(idx))):
                     out[i] = ids
         return out

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nemo_emmett.data.batch import TranslationBatch
 from nemo_emmett.mammoth.tasks import ModularTaskConfig, check_modular
 from nemo_emmett.parts.text_processor import TextProcessor
 
@@ -28,21 +29,6 @@ class TaskPrompts(TextProcessor):
             raise KeyError(f"no modular task for direction {key}; tasks: {sorted(self.templates)}")
         text = self.templates[key].format(task=task, source_lang=source_lang, target_lang=target_lang)
         return self.encode(text) if text else []
-
-
-def take_rows(batch: dict[str, Any], index: torch.Tensor) -> dict[str, Any]:
-    """The examples ``index`` (N,) of a collated batch: every per-example tensor and list."""
-    B = len(batch["ids"])
-    rows = index.tolist()
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == B:
-            out[k] = v[index.to(v.device)]
-        elif isinstance(v, list) and len(v) == B:
-            out[k] = [v[i] for i in rows]
-        else:
-            out[k] = v
-    return out
 
 
 def restore_order(pieces: list[torch.Tensor], order: list[torch.Tensor]) -> torch.Tensor:
@@ -114,14 +100,14 @@ class ModularTasks:
             raise KeyError(f"no modular task for direction {key}; model.modular.tasks has {sorted(self.tasks)}")
         return t
 
-    def task_groups(self, batch: dict[str, Any]) -> list[tuple[ModularTaskConfig, torch.Tensor]]:
+    def task_groups(self, batch: TranslationBatch) -> list[tuple[ModularTaskConfig, torch.Tensor]]:
         """The batch's tasks in order of first appearance, each with the (N,) indices of its examples."""
         rows: dict[str, list[int]] = {}
-        for i, key in enumerate(zip(batch["tasks"], batch["source_langs"], batch["target_langs"])):
+        for i, key in enumerate(batch.directions):
             rows.setdefault(self.task_for(*key).direction, []).append(i)
         return [(self.tasks[d], torch.tensor(idx, dtype=torch.long)) for d, idx in rows.items()]
 
-    def components_reached(self, batch: dict[str, Any], task: str) -> set[str]:
+    def components_reached(self, batch: TranslationBatch, task: str) -> set[str]:
         """The components that the batch's examples of ``task`` (``st``, ``asr``, ``mt``) run."""
         return {c for t, _ in self.task_groups(batch) if t.task == task for c in self.task_components(t)}
 

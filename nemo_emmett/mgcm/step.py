@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from nemo_emmett.data.batch import TranslationBatch
 from nemo_emmett.mgcm.projection import (
     DEFAULT_MODULE_TYPES,
     PairStats,
@@ -213,7 +214,7 @@ class MGCMStep:
                  len(self.groups), cfg.granularity, ", ".join(self.type_names))
 
     # ---- the step ---------------------------------------------------------------------------
-    def training_step(self, model: TranslationModel, batch: dict[str, Any]) -> torch.Tensor:
+    def training_step(self, model: TranslationModel, batch: TranslationBatch) -> torch.Tensor:
         opt = model.optimizers()
         loss = model.batch_loss(batch)
         total = loss.total()

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from nemo_emmett.data.batch import TranslationBatch
 from nemo_emmett.mgcm.projection import combine, pair_stats
 from nemo_emmett.parts.metrics import all_gather_objects
 
@@ -35,7 +36,7 @@ def step_tasks(local: list[str]) -> list[str]:
     return sorted({t for tasks in all_gather_objects(sorted(local)) for t in tasks})
 
 
-def synced_backward(model: TranslationModel, strategy: Any, batch: dict[str, Any], shares: dict[str, torch.Tensor],
+def synced_backward(model: TranslationModel, strategy: Any, batch: TranslationBatch, shares: dict[str, torch.Tensor],
                     primary_task: str, groups: dict[str, list[nn.Parameter]]) -> dict[str, torch.Tensor]:
     """Per-task backward passes, each synchronised by ``strategy``; ``.grad`` ends with
     ``g_p + sum_a project(g_a)`` of the synchronised gradients. Returns (G, 3) ``[dot, |g_p|^2, |g_a|^2]``

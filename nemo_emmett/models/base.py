@@ -2,7 +2,7 @@
 validation with BLEU/chrF per direction, optimizer set-up, freezing and LoRA.
 
 A family implements three hooks: ``build_backbone`` (its modules), ``logits`` (teacher-forced
-scores aligned with ``batch["target_ids"]``) and ``generate_ids`` (decoding); ``backbone_dim``
+scores aligned with ``batch.target_ids``) and ``generate_ids`` (decoding); ``backbone_dim``
 (the width the perception projects to) defaults to the backbone's input embedding width."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from nemo_emmett.data.batch import TranslationBatch
 from nemo_emmett.mgcm.step import MGCMStep
 from nemo_emmett.models.config import ModelConfig, parse_model_config
 from nemo_emmett.modules.hf_backbone import load_hf_model
@@ -82,12 +83,12 @@ class TranslationModel(pl.LightningModule, ABC):
         return None
 
     @abstractmethod
-    def logits(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """(B, U, V) scores for ``batch["target_ids"]`` (B, U) under teacher forcing, and the
+    def logits(self, batch: TranslationBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(B, U, V) scores for ``batch.target_ids`` (B, U) under teacher forcing, and the
         auxiliary losses of the forward pass per example, (B,) each (those of :meth:`speech_embeddings`)."""
 
     @abstractmethod
-    def generate_ids(self, batch: dict[str, Any]) -> list[list[int]]:
+    def generate_ids(self, batch: TranslationBatch) -> list[list[int]]:
         """Decoded token ids per example, without start and EOS tokens."""
 
     def check_config(self) -> None:
@@ -118,57 +119,56 @@ class TranslationModel(pl.LightningModule, ABC):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.backbone.get_input_embeddings()(ids)  # (B, L) -> (B, L, D)
 
-    def speech_embeddings(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def speech_embeddings(self, batch: TranslationBatch) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """(B, T, D_backbone) speech embeddings, (B,) lengths, and auxiliary losses of an audio batch per
         example, (B,) each (``ctc``: the encoder against the source transcript, when enabled and
         transcripts are given)."""
         if self.perception is None:
             raise ValueError("an audio batch reached a model without speech perception (no audio task)")
-        out = self.perception(batch["audio"], batch["audio_lens"])
+        out = self.perception(batch.audio, batch.audio_lens)
         aux = {}
-        if self.perception.ctc_head is not None and "transcript_ids" in batch:
-            aux["ctc"] = self.perception.ctc_loss(out, batch["transcript_ids"], batch["transcript_lens"],
+        if self.perception.ctc_head is not None and batch.transcript_ids is not None:
+            aux["ctc"] = self.perception.ctc_loss(out, batch.transcript_ids, batch.transcript_lens,
                                                   reduction="none")
         return out.embeddings, out.lengths, aux
 
-    def batch_loss(self, batch: dict[str, Any]) -> BatchLoss:
+    def batch_loss(self, batch: TranslationBatch) -> BatchLoss:
         """The loss of the batch per example: the one place the training loss is defined."""
         logits, aux = self.logits(batch)
-        losses, counts = per_example_nll(logits, batch["target_ids"], batch["target_lens"], self.cfg.label_smoothing)
-        return BatchLoss(losses, counts, batch["tasks"], aux, {"ctc": self.cfg.perception.ctc_weight})
+        losses, counts = per_example_nll(logits, batch.target_ids, batch.target_lens, self.cfg.label_smoothing)
+        return BatchLoss(losses, counts, batch.tasks, aux, {"ctc": self.cfg.perception.ctc_weight})
 
-    def task_losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def task_losses(self, batch: TranslationBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The training loss of the batch (token-averaged NLL plus weighted auxiliary losses), and the
         NLL of each task in it together with each auxiliary loss, for logging."""
         loss = self.batch_loss(batch)
         return loss.total(), loss.logged()
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: TranslationBatch, batch_idx: int) -> torch.Tensor:
         if self.mgcm is not None:  # manual optimization: per-task backward passes, projection, one step
             return self.mgcm.training_step(self, batch)
         loss, per_task = self.task_losses(batch)
         self.log_training(batch, loss, per_task)
         return loss
 
-    def log_training(self, batch: dict[str, Any], loss: torch.Tensor, per_task: dict[str, torch.Tensor]) -> None:
-        n = len(batch["ids"])
+    def log_training(self, batch: TranslationBatch, loss: torch.Tensor, per_task: dict[str, torch.Tensor]) -> None:
+        n = len(batch)
         self.log("train_loss", loss, prog_bar=True, batch_size=n)
         for task, value in per_task.items():
             self.log(f"train_loss/{task}", value, batch_size=n)
-        self.log(f"batch_size/{batch['modality']}", float(n), batch_size=n)
+        self.log(f"batch_size/{batch.modality}", float(n), batch_size=n)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.mgcm is not None:  # after the grad scaler unscaled the gradients: finiteness check, clipping
             self.mgcm.before_optimizer_step(self, optimizer)
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: TranslationBatch, batch_idx: int) -> None:
         loss, per_task = self.task_losses(batch)
-        n = len(batch["ids"])
+        n = len(batch)
         for key, value in {"val_loss": loss, **{f"val_loss/{t}": v for t, v in per_task.items()}}.items():
             self.val_losses.update(key, float(value), n)  # reduced over ranks at the epoch's end
         hyps = self.translate_batch(batch)
-        for task, src, tgt, hyp, ref in zip(batch["tasks"], batch["source_langs"], batch["target_langs"], hyps,
-                                            batch["target_texts"]):
+        for (task, src, tgt), hyp, ref in zip(batch.directions, hyps, batch.target_texts):
             self.scores.update(f"{task}:{src}-{tgt}", [hyp], [ref])
 
     def on_validation_epoch_end(self) -> None:
@@ -184,7 +184,7 @@ class TranslationModel(pl.LightningModule, ABC):
             log.info("validation: %s", ", ".join(f"{k}={v:.2f}" for k, v in sorted(scores.items())))
 
     @torch.no_grad()
-    def translate_batch(self, batch: dict[str, Any]) -> list[str]:
+    def translate_batch(self, batch: TranslationBatch) -> list[str]:
         return [self.text.decode(ids) for ids in self.generate_ids(batch)]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ Sequence, per example (left-padded so that every answer starts at the same colum
 Audio batches pass the embeddings of every position, prompt and answer alike, through the speech
 cross-attention (``modules/cross_attention.py``: causal over the text, reading the speech) before the
 LLM; text batches skip it. The loss
-covers the answer tokens only (``logits`` returns scores for ``batch["target_ids"]``). Decoding
+covers the answer tokens only (``logits`` returns scores for ``batch.target_ids``). Decoding
 runs the context once, then one token at a time with the LLM's KV cache (``parts/decoding.py``).
 """
 
@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from nemo_emmett.data.batch import TranslationBatch
 from nemo_emmett.models.base import TranslationModel
 from nemo_emmett.models.config import BestowGptConfig
 from nemo_emmett.modules.cross_attention import SpeechCrossAttention
@@ -78,20 +79,20 @@ class BestowGpt(TranslationModel):
         return model
 
     # ---- inputs ------------------------------------------------------------------------------
-    def context_ids(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    def context_ids(self, batch: TranslationBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, C) left-padded ids of [BOS ; prompt ; source (text batches)] and their (B, C) bool mask."""
-        prompt, prompt_lens = batch["prompt_ids"], batch["prompt_lens"]
+        prompt, prompt_lens = batch.prompt_ids, batch.prompt_lens
         B = prompt.shape[0]
         parts = [(prompt.new_full((B, 1), self.text.bos_id), prompt_lens.new_ones(B)), (prompt, prompt_lens)]
-        if batch["modality"] == "text":
-            parts.append((batch["source_ids"], batch["source_lens"]))
+        if batch.modality == "text":
+            parts.append((batch.source_ids, batch.source_lens))
         ids, lens = concat_padded([(x[..., None], n) for x, n in parts])  # (B, C, 1), (B,)
         ids = right_align(ids, lens)[..., 0]  # (B, C)
         return ids, lengths_to_mask(lens, ids.shape[1]).flip(1)
 
-    def speech(self, batch: dict[str, Any]) -> tuple[Speech | None, dict[str, torch.Tensor]]:
+    def speech(self, batch: TranslationBatch) -> tuple[Speech | None, dict[str, torch.Tensor]]:
         """Speech embeddings of an audio batch (None for text) and the auxiliary losses."""
-        if batch["modality"] != "audio":
+        if batch.modality != "audio":
             return None, {}
         emb, lens, aux = self.speech_embeddings(batch)
         return (emb, lens), aux
@@ -109,9 +110,9 @@ class BestowGpt(TranslationModel):
                                     past_mask=None if past is None else past.mask.bool())
 
     # ---- hooks -------------------------------------------------------------------------------
-    def logits(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def logits(self, batch: TranslationBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         ctx, ctx_mask = self.context_ids(batch)  # (B, C)
-        targets, target_lens = batch["target_ids"], batch["target_lens"]  # (B, U), (B,)
+        targets, target_lens = batch.target_ids, batch.target_lens  # (B, U), (B,)
         U = targets.shape[1]
         ids = torch.cat([ctx, targets[:, :-1]], dim=1)  # (B, C + U - 1): teacher forcing
         mask = torch.cat([ctx_mask, lengths_to_mask(target_lens - 1, U - 1)], dim=1)  # (B, C + U - 1)
@@ -122,19 +123,19 @@ class BestowGpt(TranslationModel):
                             logits_to_keep=U)
         return out.logits, aux  # (B, U, V): the last context position predicts the first answer token
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        if batch["modality"] == "text" and not any(p.requires_grad for p in self.backbone.parameters()):
+    def training_step(self, batch: TranslationBatch, batch_idx: int) -> torch.Tensor:
+        if batch.modality == "text" and not any(p.requires_grad for p in self.backbone.parameters()):
             # Text skips the cross-attention and the speech encoder: nothing would learn from it.
             raise ValueError("BESTOW-GPT got a text batch but its LLM is frozen without LoRA, so nothing trains on "
                              "text: set model.lora (adapters train), unfreeze part of the backbone (model.freeze), "
                              "or train on speech sources only")
         return super().training_step(batch, batch_idx)
 
-    def generate_ids(self, batch: dict[str, Any]) -> list[list[int]]:
+    def generate_ids(self, batch: TranslationBatch) -> list[list[int]]:
         ctx, mask = self.context_ids(batch)  # (B, C)
         speech = None
-        if batch["modality"] == "audio":
-            p = self.perception(batch["audio"], batch["audio_lens"])
+        if batch.modality == "audio":
+            p = self.perception(batch.audio, batch.audio_lens)
             speech = (p.embeddings, p.lengths)
         mask, pos = mask.long(), position_ids(mask)
         x, cross_past = self.input_embeddings(ctx, mask, pos, speech)

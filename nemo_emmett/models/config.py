@@ -57,7 +57,7 @@ class MGCMConfig:
     """True: manual optimization; per-task backward passes; each auxiliary task's gradient is projected,
     module by module, off the primary one where they conflict (negative cosine)."""
     primary_task: str = "st"
-    """The task whose gradient is never changed (a value of ``batch["tasks"]``)."""
+    """The task whose gradient is never changed (a value of ``TranslationBatch.tasks``)."""
     granularity: str = "module"
     """``tensor`` (each parameter), ``module`` (the owning submodule, or ``module_patterns``) or
     ``component`` (``components``)."""

@@ -3,10 +3,9 @@ encoder-decoder NMT backbone (T5, mT5, Marian, NLLB); text batches take the plai
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
+from nemo_emmett.data.batch import TranslationBatch
 from nemo_emmett.models.base import TranslationModel
 from nemo_emmett.models.config import SalmT5Config
 from nemo_emmett.parts.decoding import strip_eos
@@ -28,27 +27,27 @@ class SalmT5(TranslationModel):
             raise ValueError(f"SALM-T5 needs an encoder-decoder backbone; {type(model).__name__} is not one")
         return model
 
-    def encoder_inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def encoder_inputs(self, batch: TranslationBatch) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """(B, S, D) encoder input embeddings, their (B, S) mask, and auxiliary losses."""
-        prompt = (self.embed(batch["prompt_ids"]), batch["prompt_lens"])
+        prompt = (self.embed(batch.prompt_ids), batch.prompt_lens)
         aux: dict[str, torch.Tensor] = {}
-        if batch["modality"] == "audio":
+        if batch.modality == "audio":
             *speech, aux = self.speech_embeddings(batch)
             parts = [speech, prompt] if self.cfg.audio_position == "before_prompt" else [prompt, speech]
         else:
-            parts = [prompt, (self.embed(batch["source_ids"]), batch["source_lens"])]
+            parts = [prompt, (self.embed(batch.source_ids), batch.source_lens)]
         x, lens = concat_padded(parts)
         return x, lengths_to_mask(lens, x.shape[1]), aux
 
-    def logits(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def logits(self, batch: TranslationBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x, mask, aux = self.encoder_inputs(batch)
-        targets = batch["target_ids"]  # (B, U)
+        targets = batch.target_ids  # (B, U)
         start = torch.full_like(targets[:, :1], self.backbone.config.decoder_start_token_id)
         decoder_in = torch.cat([start, targets[:, :-1]], dim=1)  # (B, U): shifted right
         out = self.backbone(inputs_embeds=x, attention_mask=mask.long(), decoder_input_ids=decoder_in)
         return out.logits, aux
 
-    def generate_ids(self, batch: dict[str, Any]) -> list[list[int]]:
+    def generate_ids(self, batch: TranslationBatch) -> list[list[int]]:
         x, mask, _ = self.encoder_inputs(batch)
         d = self.cfg.decoding
         out = self.backbone.generate(inputs_embeds=x, attention_mask=mask.long(), num_beams=d.beam_size,

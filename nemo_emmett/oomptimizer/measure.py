@@ -10,11 +10,13 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from nemo_emmett.data.batch import TranslationBatch
 from nemo_emmett.oomptimizer.cache import cache_key, cache_path, load_cached, save_json
 from nemo_emmett.oomptimizer.config import OOMptimizerConfig, resolve_budget
 from nemo_emmett.oomptimizer.probe import StepProbe
 from nemo_emmett.oomptimizer.result import CACHE_FORMAT, OOMptimizerResult
 from nemo_emmett.oomptimizer.search import optimize_buckets
+from nemo_emmett.oomptimizer.worst_case import worst_case_batch
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,6 @@ def plan_batch_sizes(model: Any, bins: dict[str, list[tuple[float, float]]], set
                      cfg: OOMptimizerConfig, *, forward_context=None, use_grad_scaler: bool = False,
                      progress: bool = True) -> OOMptimizerResult:
     """Batch sizes per bucket for ``model`` (a TranslationModel on ``setting.device``): cached, else measured."""
-    from nemo_emmett.data.dataset import worst_case_batch
-
     device = setting.device
     budget = resolve_budget(cfg, device)
     trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
@@ -60,7 +60,7 @@ def plan_batch_sizes(model: Any, bins: dict[str, list[tuple[float, float]]], set
         torch.cuda.set_per_process_memory_fraction(cfg.memory_fraction, device)
     text = model.text
 
-    def make_batch(modality: str, batch_size: int, max_input: float, max_output: float) -> dict[str, Any]:
+    def make_batch(modality: str, batch_size: int, max_input: float, max_output: float) -> TranslationBatch:
         return worst_case_batch(modality, batch_size, max_input, max_output, text=text,
                                 vocab_size=text.vocab_size, prompt_len=setting.prompt_len,
                                 token_equivalent_duration=setting.token_equivalent_duration,

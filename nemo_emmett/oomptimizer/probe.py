@@ -26,12 +26,13 @@ from typing import Any
 
 import torch
 
+from nemo_emmett.data.batch import TranslationBatch
 from nemo_emmett.oomptimizer.memory import measure_peak, resident_bytes
 
 log = logging.getLogger(__name__)
 
-BatchFactory = Callable[[str, int, float, float], dict[str, Any]]
-"""(modality, batch_size, max_input, max_output) -> a batch in the layout of ``collate``."""
+BatchFactory = Callable[[str, int, float, float], TranslationBatch]
+"""(modality, batch_size, max_input, max_output) -> a worst-case batch (``worst_case.worst_case_batch``)."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ class StepProbe:
         fits = peak is not None and peak + self.margin <= self.budget
         return ProbeResult(batch_size, peak, fits)
 
-    def _step(self, batch: dict[str, Any], optimizer: torch.optim.Optimizer,
+    def _step(self, batch: TranslationBatch, optimizer: torch.optim.Optimizer,
               scaler: torch.amp.GradScaler | None) -> None:
         """Lightning's order: forward (the previous step's gradients still alive), zero_grad, backward,
         clipping, optimizer step; the gradients stay until the next step's zero_grad."""

@@ -43,7 +43,7 @@ def echo_targets(record=None):
     def translate_batch(batch):
         if record is not None:
             record.append(batch)
-        return list(batch["target_texts"] if batch["target_texts"][0] else batch["source_texts"])
+        return list(batch.target_texts if batch.target_texts[0] else batch.source_texts)
     return translate_batch
 
 
@@ -52,10 +52,10 @@ def test_batches_are_length_sorted_and_results_in_input_order(tiny, monkeypatch)
     monkeypatch.setattr(tiny.model, "translate_batch", echo_targets(batches))
     lines = ["a" * n for n in (3, 9, 1, 7, 7, 2, 12, 5, 4, 10)]
     assert inference.translate_texts(tiny.model, lines, "en", "de", batch_size=3, progress=False) == lines
-    assert [len(b["ids"]) for b in batches] == [3, 3, 3, 1]
-    order = [len(s) for b in batches for s in b["source_texts"]]
+    assert [len(b) for b in batches] == [3, 3, 3, 1]
+    order = [len(s) for b in batches for s in b.source_texts]
     assert order == sorted(order, reverse=True)
-    assert all(b["target_langs"] == ["de"] * len(b["ids"]) and b["modality"] == "text" for b in batches)
+    assert all(b.target_langs == ["de"] * len(b) and b.modality == "text" for b in batches)
 
 
 def test_translate_shar_carries_refs_and_directions_and_scores(tiny, tmp_path, monkeypatch):
@@ -68,11 +68,11 @@ def test_translate_shar_carries_refs_and_directions_and_scores(tiny, tmp_path, m
         assert hyps == refs and len(refs) == n and keys == [key] * n
         scores = inference.score(hyps, refs, keys)
         assert scores[f"bleu/{key}"] == pytest.approx(100.0) and scores[f"chrf/{key}"] == pytest.approx(100.0)
-    audio = [b for b in batches if b["modality"] == "audio"]
-    assert audio and all(b["audio"].shape[0] == len(b["ids"]) for b in audio)
+    audio = [b for b in batches if b.modality == "audio"]
+    assert audio and all(b.audio.shape[0] == len(b) for b in audio)
     # 8 kHz recordings reach the model at its 16 kHz
     durations = [c.duration for c in read_shar_dir(speech, with_audio=False)]
-    assert sum(int(b["audio_lens"].sum()) for b in audio) == pytest.approx(16000 * sum(durations), abs=3)
+    assert sum(int(b.audio_lens.sum()) for b in audio) == pytest.approx(16000 * sum(durations), abs=3)
 
 
 def test_audio_and_manifest_inputs(tiny, tmp_path):

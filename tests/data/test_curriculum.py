@@ -125,7 +125,7 @@ def data_cfg(text_sources, late_step):
 def test_datamodule_introduces_the_source_at_its_step(tmp_path, text_sources, monkeypatch):
     monkeypatch.setenv("NEMO_EMMETT_CACHE", str(tmp_path / "cache"))
     dm = EmmettDataModule(data_cfg(text_sources, late_step=25), text=WordLengthIds())
-    datasets = [{i.split("-")[0] for i in b["ids"]} for b in itertools.islice(dm.train_dataloader(), 60)]
+    datasets = [{i.split("-")[0] for i in b.batch.ids} for b in itertools.islice(dm.train_dataloader(), 60)]
     assert dm.plan.introduce_at_draw == [0, 100]  # 25 steps of 4 examples, one worker slot
     assert all(d == {"a"} for d in datasets[:25])
     assert any("b" in d for d in datasets[25:30])

@@ -4,8 +4,10 @@ import itertools
 import pytest
 import torch
 
+from nemo_emmett.data.batch import TranslationBatch
 from nemo_emmett.data.config import parse_data_config
 from nemo_emmett.data.datamodule import EmmettDataModule
+from nemo_emmett.data.dataset import StreamedBatch
 from nemo_emmett.startup import resolve_sources
 from tests.conftest import WordLengthIds, write_audio_source, write_text_source
 
@@ -39,7 +41,7 @@ def _cache(tmp_path, monkeypatch):
 def test_validation_yields_each_example_exactly_once(tmp_path, text_sources, num_workers):
     audio = write_audio_source(tmp_path / "au", "au", 15)
     dm = EmmettDataModule(data_cfg(tmp_path, text_sources, num_workers=num_workers, audio=audio), text=WordLengthIds())
-    ids = [i for b in dm.val_dataloader() for i in b["ids"]]
+    ids = [i for b in dm.val_dataloader() for i in b.ids]
     assert len(ids) == len(set(ids)) == 300 + 120 + 15
 
 
@@ -50,22 +52,25 @@ def test_training_batches_are_collated_tensors(tmp_path, text_sources):
         s["weight"] = 1.0
     dm = EmmettDataModule(cfg, text=WordLengthIds())
     seen = set()
-    for b in itertools.islice(dm.train_dataloader(), 40):
-        seen.add(b["modality"])
-        n = len(b["ids"])
-        assert b["target_ids"].shape[0] == n and b["target_lens"].max() == b["target_ids"].shape[1]
-        assert (b["target_ids"].gather(1, b["target_lens"][:, None] - 1) == 1).all()  # each ends in EOS
-        assert b["prompt_ids"].tolist() == [[2]] * n
-        if b["modality"] == "audio":
-            assert b["audio"].dtype == torch.float32 and b["audio"].shape[0] == n
-            assert int(b["audio_lens"].max()) == b["audio"].shape[1]
+    for item in itertools.islice(dm.train_dataloader(), 40):
+        assert isinstance(item, StreamedBatch) and isinstance(item.batch, TranslationBatch)
+        assert (item.state.slot, item.state.num_slots) == (0, 1) and "stats" in item.state.sampler
+        b = item.batch
+        seen.add(b.modality)
+        n = len(b)
+        assert b.target_ids.shape[0] == n and b.target_lens.max() == b.target_ids.shape[1]
+        assert (b.target_ids.gather(1, b.target_lens[:, None] - 1) == 1).all()  # each ends in EOS
+        assert b.prompt_ids.tolist() == [[2]] * n
+        if b.modality == "audio":
+            assert b.audio.dtype == torch.float32 and b.audio.shape[0] == n
+            assert int(b.audio_lens.max()) == b.audio.shape[1]
         else:
-            assert b["source_ids"].shape[0] == n
+            assert b.source_ids.shape[0] == n
     assert seen == {"audio", "text"}
 
 
 def consume(dm, loader_iter, n):
-    return [dm.record(next(loader_iter))["ids"] for _ in range(n)]
+    return [dm.record(next(loader_iter)).ids for _ in range(n)]
 
 
 @pytest.mark.parametrize(("num_workers", "stop_after"), [(0, 7), (2, 7), (2, 10)])

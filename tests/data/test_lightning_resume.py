@@ -5,6 +5,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from nemo_emmett.data.batch import TranslationBatch
 from nemo_emmett.data.datamodule import EmmettDataModule
 from nemo_emmett.data.stats import DataStreamStats
 from tests.conftest import WordLengthIds
@@ -20,9 +21,9 @@ class Recorder(pl.LightningModule):
         self.seen: list[list[str]] = []
 
     def training_step(self, batch, batch_idx):
-        self.seen.append(batch["ids"])
-        assert "data_state" not in batch  # taken off by the DataModule before the model sees it
-        return (self.w * batch["target_ids"].float().mean()).sum()
+        self.seen.append(batch.ids)
+        assert isinstance(batch, TranslationBatch)  # the DataModule kept the stream state, the model gets the batch
+        return (self.w * batch.target_ids.float().mean()).sum()
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.01)

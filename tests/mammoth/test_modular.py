@@ -89,16 +89,16 @@ def test_a_mixed_batch_routes_each_example_to_its_task(model):
     mixed = text_batch(model, [("en", "de"), ("de", "en"), ("en", "fr"), ("en", "de")])
     logits, _ = model.logits(mixed)
     for i, direction in enumerate([("en", "de"), ("de", "en"), ("en", "fr"), ("en", "de")]):
-        alone = text_batch(model, [direction], texts=(mixed["source_texts"][i], mixed["target_texts"][i]))
+        alone = text_batch(model, [direction], texts=(mixed.source_texts[i], mixed.target_texts[i]))
         ref, _ = model.logits(alone)
-        n = int(alone["target_lens"][0])
+        n = int(alone.target_lens[0])
         torch.testing.assert_close(logits[i, :n], ref[0, :n], atol=1e-5, rtol=1e-5)
 
 
 def test_prompts_follow_each_task(model):
     b = text_batch(model, [("en", "de"), ("en", "fr")])
-    assert b["prompt_lens"].tolist()[1] == 0  # mt_en-fr has no tag
-    assert b["prompt_lens"].tolist()[0] >= 1
+    assert b.prompt_lens.tolist()[1] == 0  # mt_en-fr has no tag
+    assert b.prompt_lens.tolist()[0] >= 1
 
 
 def test_cached_decoding_matches_teacher_forcing(model):
@@ -106,7 +106,7 @@ def test_cached_decoding_matches_teacher_forcing(model):
     b = text_batch(model, [("de", "en")])
     t = model.tasks["mt:de-en"]
     memory, mask = model.encode(b, t, None)
-    tokens = torch.cat([torch.full((1, 1), model.text.pad_id), b["target_ids"][:, :-1]], dim=1)  # (1, U)
+    tokens = torch.cat([torch.full((1, 1), model.text.pad_id), b.target_ids[:, :-1]], dim=1)  # (1, U)
     full = model.decode_states(t, tokens, memory, mask)
     from nemo_emmett.modules.transformer import KVCache
 
@@ -121,8 +121,7 @@ def test_greedy_and_beam_decode_in_batch_order(model):
     greedy = model.generate_ids(b)
     assert len(greedy) == 3 and all(isinstance(r, list) for r in greedy)
     for i in range(3):  # each example decodes the same alone as in the mixed batch
-        alone = {k: ([v[i]] if isinstance(v, list) and len(v) == 3 else v[i : i + 1] if torch.is_tensor(v) and
-                     v.dim() else v) for k, v in b.items()}
+        alone = b.take_rows(torch.tensor([i]))
         assert model.generate_ids(alone) == [greedy[i]]
     model.cfg.decoding.beam_size = 3
     assert len(model.generate_ids(b)) == 3

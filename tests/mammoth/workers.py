@@ -119,7 +119,7 @@ def lightning_worker(rank: int, world_size: int, port: int, cfg: dict, out_dir: 
             self.ids: list[list[str]] = []
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            self.ids.append(list(batch["ids"]))
+            self.ids.append(list(batch.ids))
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if kill_at is not None and trainer.global_step >= kill_at:

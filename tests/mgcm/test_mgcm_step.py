@@ -56,7 +56,7 @@ def st_asr_batch(model, tasks=("asr", "st", "st", "asr")):
                                       target_lang=lang, task="asr" if task == "asr" else "st", dataset="d"))
     n = len(exs)
     batch = collate(Batch("audio", 0, 10, 10, exs, [(1, 1)] * n), sampling_rate=16000, text=model.text)
-    batch["tasks"] = list(tasks)  # "x": a third task, for the several-auxiliary-tasks path
+    batch.tasks = list(tasks)  # "x": a third task, for the several-auxiliary-tasks path
     return batch
 
 
@@ -97,7 +97,7 @@ def test_task_shares_sum_to_the_training_loss(tiny_cfg):
     for batch in (st_asr_batch(model), text_batch(model)):
         loss = model.batch_loss(batch)
         shares = loss.task_shares()
-        assert set(shares) == set(batch["tasks"])
+        assert set(shares) == set(batch.tasks)
         assert torch.allclose(sum(shares.values()), loss.total(), rtol=1e-6)
         assert torch.allclose(loss.total(), model.task_losses(batch)[0])
 

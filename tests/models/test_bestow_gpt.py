@@ -1,6 +1,8 @@
 """BESTOW-GPT on tiny random causal LMs (GPT-2, Llama): loss per modality, freezing, the speech
 cross-attention, KV-cache decoding against no-cache references, local backbones, export."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -72,7 +74,7 @@ def test_loss_covers_the_answer_only_and_the_speech_is_read(cfg):
     model = talkative(BestowGpt(cfg))
     batch = audio_batch(model)
     logits, _ = model.logits(batch)
-    assert logits.shape[:2] == batch["target_ids"].shape  # scores for the answer tokens, nothing else
+    assert logits.shape[:2] == batch.target_ids.shape  # scores for the answer tokens, nothing else
     ids, mask = model.context_ids(batch)
     pos = position_ids(mask)
     speech, _ = model.speech(batch)
@@ -86,10 +88,11 @@ def test_loss_covers_the_answer_only_and_the_speech_is_read(cfg):
 
 def alone(batch, b):
     """Example ``b`` of a batch as a batch of one, without padding."""
-    one = {k: (v[b : b + 1] if isinstance(v, torch.Tensor | list) else v) for k, v in batch.items()}
-    for key in [k for k in one if k.endswith("_lens")]:
+    one = batch.take_rows(torch.tensor([b]))
+    lens = [f.name for f in dataclasses.fields(one) if f.name.endswith("_lens") and getattr(one, f.name) is not None]
+    for key in lens:
         data = "audio" if key == "audio_lens" else key.replace("_lens", "_ids")
-        one[data] = one[data][:, : int(one[key][0])]
+        setattr(one, data, getattr(one, data)[:, : int(getattr(one, key)[0])])
     return one
 
 
@@ -99,8 +102,8 @@ def test_left_padding_gives_each_example_what_it_gets_alone(cfg, backbone):
     with torch.no_grad():
         for batch in (text_batch(model), audio_batch(model)):
             logits, _ = model.logits(batch)
-            for b in range(len(batch["ids"])):
-                u = int(batch["target_lens"][b])
+            for b in range(len(batch)):
+                u = int(batch.target_lens[b])
                 assert torch.allclose(logits[b, :u], model.logits(alone(batch, b))[0][0], atol=1e-4)
 
 
@@ -109,10 +112,9 @@ def no_cache_step(model, batch):
     def run(prefixes):
         U = max(len(p) for p in prefixes) + 1
         rows = [batch_index for batch_index, _ in prefixes]
-        sub = {k: (v[rows] if isinstance(v, torch.Tensor) else [v[i] for i in rows] if isinstance(v, list) else v)
-               for k, v in batch.items()}
-        sub["target_ids"] = torch.tensor([[*p, 0] + [0] * (U - 1 - len(p)) for _, p in prefixes])
-        sub["target_lens"] = torch.tensor([len(p) + 1 for _, p in prefixes])
+        sub = dataclasses.replace(batch.take_rows(torch.tensor(rows)),
+                                  target_ids=torch.tensor([[*p, 0] + [0] * (U - 1 - len(p)) for _, p in prefixes]),
+                                  target_lens=torch.tensor([len(p) + 1 for _, p in prefixes]))
         logits, _ = model.logits(sub)
         return torch.stack([logits[i, len(p)] for i, (_, p) in enumerate(prefixes)]).log_softmax(-1)
 
@@ -123,7 +125,7 @@ def no_cache_step(model, batch):
     def reorder(state, index):
         return [(state[k][0], list(state[k][1])) for k in index.tolist()]
 
-    start = [(i, []) for i in range(len(batch["ids"]))]
+    start = [(i, []) for i in range(len(batch))]
     return run(start), start, step, reorder
 
 
@@ -136,7 +138,7 @@ def test_kv_cache_decoding_matches_a_no_cache_reference(cfg, backbone):
             greedy = model.generate_ids(batch)
             log_probs, start, step, reorder = no_cache_step(model, batch)
             reference = []
-            for b in range(len(batch["ids"])):  # greedy by recomputing the whole sequence every step
+            for b in range(len(batch)):  # greedy by recomputing the whole sequence every step
                 seq = []
                 lp = log_probs[b]
                 for _ in range(n):
@@ -189,7 +191,7 @@ def test_backbone_and_tokenizer_from_a_local_folder(cfg, tmp_path):
     assert model.text.hf_path == str(folder) and model.text.pad_id == tok.eos_token_id  # no pad token: EOS pads
     assert all(not p.requires_grad for p in model.backbone.parameters())
     batch = text_batch(model)
-    assert batch["prompt_ids"].shape[1] > 1  # "<de>" is several BPE tokens here
+    assert batch.prompt_ids.shape[1] > 1  # "<de>" is several BPE tokens here
     assert torch.isfinite(model.task_losses(batch)[0])
     assert len(model.translate_batch(audio_batch(model))) == 2
 
