@@ -85,6 +85,7 @@ import numpy as np  # noqa: E402
 from nemo_emmett.data.bucketing import BucketGrid, batch_sizes_for_budget, estimate_bins_2d  # noqa: E402
 from nemo_emmett.data.examples import (  # noqa: E402
     direction,
+    direction_key,
     example_id,
     make_audio_example,
     make_text_example,
@@ -166,7 +167,7 @@ def text_shar_dirs(data_dir: Path, lines: dict[str, list[str]], root: Path) -> d
                                               target_text=t, source_lang=src, target_lang=tgt, dataset="multi30k"))
 
     out = _atomic_build(root / "multi30k_text", build, marker)
-    return {f"mt:{s}-{t}": out / f"mt_{s}-{t}" for s, t in MT_DIRECTIONS}
+    return {direction_key("mt", s, t): out / f"mt_{s}-{t}" for s, t in MT_DIRECTIONS}
 
 
 def speech_shar_dir(lines: dict[str, list[str]], num: int, root: Path, workers: int = 2) -> Path:

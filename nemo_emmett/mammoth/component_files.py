@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from nemo_emmett.data.examples import direction_key
+
 COMPONENTS_DIR = "components"
 
 
@@ -40,14 +42,14 @@ def restrict_tasks(cfg: dict[str, Any], directions: Iterable[str]) -> dict[str, 
     wanted = list(dict.fromkeys(directions))
     keep, found = [], set()
     for t in tasks:
-        direction = f"{t['task']}:{t['source_lang']}-{t['target_lang']}"
+        direction = direction_key(t["task"], t["source_lang"], t["target_lang"])
         hit = {direction, t["name"]} & set(wanted)
         if hit:
             keep.append(t)
             found |= hit
     missing = [d for d in wanted if d not in found]
     if missing:
-        have = sorted(f"{t['task']}:{t['source_lang']}-{t['target_lang']}" for t in tasks)
+        have = sorted(direction_key(t["task"], t["source_lang"], t["target_lang"]) for t in tasks)
         raise ValueError(f"the model has no task for {missing}; its tasks: {have}")
     names = {t["name"] for t in keep}
     modular = {**cfg["modular"], "tasks": keep}

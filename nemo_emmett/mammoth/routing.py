@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nemo_emmett.data.examples import direction_key
 from nemo_emmett.mammoth.tasks import ModularTaskConfig, check_modular
 from nemo_emmett.parts.text_processor import TextProcessor
 
@@ -23,7 +24,7 @@ class TaskPrompts(TextProcessor):
         self.templates = templates
 
     def prompt_ids(self, *, task: str, source_lang: str, target_lang: str) -> list[int]:
-        key = f"{task}:{source_lang}-{target_lang}"
+        key = direction_key(task, source_lang, target_lang)
         if key not in self.templates:
             raise KeyError(f"no modular task for direction {key}; tasks: {sorted(self.templates)}")
         text = self.templates[key].format(task=task, source_lang=source_lang, target_lang=target_lang)
@@ -105,7 +106,7 @@ class ModularTasks:
         return {name: re.escape(prefix) + ".*" for name, prefix in self._prefixes_longest_first()}
 
     def task_for(self, task: str, source_lang: str, target_lang: str) -> ModularTaskConfig:
-        key = f"{task}:{source_lang}-{target_lang}"
+        key = direction_key(task, source_lang, target_lang)
         t = self.tasks.get(key)
         if t is None:
             raise KeyError(f"no modular task for direction {key}; model.modular.tasks has {sorted(self.tasks)}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nemo_emmett.data.examples import AUDIO_TASKS, TASKS
+from nemo_emmett.data.examples import AUDIO_TASKS, TASKS, direction_key
 from nemo_emmett.mammoth.sharing import check_id, parse_component
 from nemo_emmett.models.config import ModelConfig
 
@@ -44,7 +44,7 @@ class ModularTaskConfig:
 
     @property
     def direction(self) -> str:
-        return f"{self.task}:{self.source_lang}-{self.target_lang}"
+        return direction_key(self.task, self.source_lang, self.target_lang)
 
     def components(self) -> list[str]:
         """Every component the task runs, without repeats, in forward order."""
