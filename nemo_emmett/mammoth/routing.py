@@ -1,6 +1,7 @@
 """What every modular model family shares: the task table, routing a batch's examples to their
 tasks, and the named components behind parameters (MGCM granularity, per-task sizes, the
-OOMptimizer's probe direction, per-component files)."""
+OOMptimizer's probe direction, per-component files). The components are records
+(``mammoth/component.py``) built once from the task table; everything here reads them."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from nemo_emmett.data.examples import direction_key
+from nemo_emmett.mammoth.component import Component, components_from_names, longest_prefix_first, owner
 from nemo_emmett.mammoth.tasks import ModularTaskConfig, check_modular
 from nemo_emmett.parts.text_processor import TextProcessor
 
@@ -60,12 +62,17 @@ class ModularTasks:
 
     tasks: dict[str, ModularTaskConfig]
     """Direction (``mt:en-de``) -> task; set with the text processor, before any module is built."""
+    components: dict[str, Component]
+    """Component name -> its record (kind, position, sharing id, prefix; holders once placed), in
+    first-use order over the task table; set with the tasks, so that ``build_backbone`` builds from them."""
     adapter_components: bool = False
     """True: the components are adapters of a pretrained backbone (``check_modular(adapters=True)``)."""
 
     def _build_text_processor(self) -> TextProcessor:
         check_modular(self.cfg.modular, adapters=self.adapter_components)
         self.tasks = {t.direction: t for t in self.cfg.modular.tasks}
+        names = (n for t in self.cfg.modular.tasks for n in self.task_components(t))
+        self.components = components_from_names(names, self.component_prefix)
         base = super()._build_text_processor()
         templates = {t.direction: t.prompt for t in self.cfg.modular.tasks}
         return TaskPrompts(templates=templates, spm_path=base.spm_path, hf_path=base.hf_path,
@@ -76,34 +83,32 @@ class ModularTasks:
         return any(t.perception is not None for t in self.cfg.modular.tasks)
 
     @abstractmethod
-    def component_prefixes(self) -> dict[str, str]:
-        """Component name -> the parameter-name prefix of its parameters (``backbone.components.encoder.0.en.``)."""
+    def component_prefix(self, component: Component) -> str:
+        """Where the family puts the parameters of ``component``: their name prefix, ending with a dot
+        (``backbone.components.encoder.0.en.``). Called once per component, before any module exists."""
 
     def task_components(self, task: ModularTaskConfig) -> list[str]:
         """The components ``task`` runs."""
         return task.components()
 
     def component_modules(self) -> dict[str, nn.Module]:
-        return {name: self.get_submodule(prefix.rstrip(".")) for name, prefix in self.component_prefixes().items()}
-
-    def _prefixes_longest_first(self) -> list[tuple[str, str]]:
-        """(component, prefix) with nested prefixes before their parents: the first match owns a name."""
-        return sorted(self.component_prefixes().items(), key=lambda kv: -len(kv[1]))
+        """Component name -> the module holding its parameters."""
+        return {name: self.get_submodule(c.module_path) for name, c in self.components.items()}
 
     def component_of(self) -> dict[str, str]:
         """Parameter name -> its component. Every parameter of the model belongs to exactly one."""
-        prefixes = self._prefixes_longest_first()
+        ordered = longest_prefix_first(self.components.values())
         out = {}
         for pname, _ in self.named_parameters():
-            owner = next((c for c, pre in prefixes if pname.startswith(pre)), None)
-            if owner is None:
+            c = owner(pname, ordered)
+            if c is None:
                 raise RuntimeError(f"parameter {pname!r} belongs to no component")
-            out[pname] = owner
+            out[pname] = c.name
         return out
 
     def mgcm_components(self) -> dict[str, str] | None:
         """MGCM ``component`` granularity: one module per named component (the first match wins)."""
-        return {name: re.escape(prefix) + ".*" for name, prefix in self._prefixes_longest_first()}
+        return {c.name: re.escape(c.prefix) + ".*" for c in longest_prefix_first(self.components.values())}
 
     def task_for(self, task: str, source_lang: str, target_lang: str) -> ModularTaskConfig:
         key = direction_key(task, source_lang, target_lang)
