@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from abc import abstractmethod
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -14,6 +15,7 @@ from torch import nn
 
 from nemo_emmett.data.examples import direction_key
 from nemo_emmett.mammoth.component import Component, components_from_names, longest_prefix_first, owner
+from nemo_emmett.mammoth.sync import place
 from nemo_emmett.mammoth.tasks import ModularTaskConfig, check_modular
 from nemo_emmett.parts.text_processor import TextProcessor
 
@@ -109,6 +111,16 @@ class ModularTasks:
     def mgcm_components(self) -> dict[str, str] | None:
         """MGCM ``component`` granularity: one module per named component (the first match wins)."""
         return {c.name: re.escape(c.prefix) + ".*" for c in longest_prefix_first(self.components.values())}
+
+    def place_components(self, placed: Mapping[str, Component]) -> None:
+        """Take this model's holders from ``placed``, the run's records after placement
+        (``mammoth/sync.py``'s ``place_components``, called by the ``component_sync`` strategy)."""
+        for name, c in self.components.items():
+            other = placed.get(name)
+            if other is None or other.prefix != c.prefix:
+                raise ValueError(f"the placement has no component {name!r} with prefix {c.prefix!r}; it has "
+                                 f"{sorted(placed)}")
+        self.components = place(self.components.values(), {name: placed[name].holders for name in self.components})
 
     def task_for(self, task: str, source_lang: str, target_lang: str) -> ModularTaskConfig:
         key = direction_key(task, source_lang, target_lang)

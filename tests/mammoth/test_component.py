@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+import torch
 
 from nemo_emmett.mammoth.component import Component, component_name, longest_prefix_first, owner
 from nemo_emmett.mammoth.modular import ModularTranslation
 from nemo_emmett.mammoth.modular_salm import ModularSalmT5
+from nemo_emmett.mammoth.sync import (
+    component_holders,
+    holder_map,
+    holder_sets,
+    place,
+    place_components,
+)
+from tests.mammoth.test_component_sync import TASKS as TASK_COMPONENTS
 from tests.mammoth.test_modular import TASKS, modular_cfg, task
 from tests.mammoth.test_modular_salm import adapter_cfg
 
@@ -73,3 +84,46 @@ def test_modular_salm_records_from_its_task_table(spm_path, one_torch_thread):
     assert c["decoder_adapter.fr"] == Component("decoder_adapter.fr", "decoder_adapter", None, "fr",
                                                 "adapters.decoder_adapter.fr.")
     _each_parameter_in_exactly_one(model)
+
+
+def test_placement_fills_holders():
+    records = [Component.parse(n) for n in sorted({n for cs in TASK_COMPONENTS.values() for n in cs})]
+    holders = component_holders([["mt_en-de"], ["mt_en-fr"], ["mt_de-en"]], TASK_COMPONENTS)
+    placed = place(records, holders)
+    assert placed["embed.full"].holders == (0, 1, 2) and placed["decoder.0.fr"].holders == (1,)
+    assert dataclasses.replace(placed["encoder.0.en"], holders=()) == Component.parse("encoder.0.en")
+    # the sync functions read records and rank lists alike
+    assert holder_map(placed) == {n: tuple(r) for n, r in holders.items()}
+    assert holder_sets(placed) == holder_sets(holders) == [(0, 1), (0, 1, 2)]
+    with pytest.raises(ValueError, match="'encoder.0.xx' has no holders"):
+        place([Component.parse("encoder.0.xx")], holders)
+    with pytest.raises(ValueError, match="'embed.full' has no holders: place it first"):
+        holder_map({"embed.full": Component.parse("embed.full")})
+
+
+def test_place_components_from_what_each_rank_built():
+    def rank(*names):
+        return [Component.parse(n, prefix=f"backbone.components.{n}.") for n in names]
+
+    world = place_components([rank("embed.full", "encoder.0.en"), rank("embed.full", "decoder.0.fr")])
+    assert list(world) == ["decoder.0.fr", "embed.full", "encoder.0.en"]  # sorted: the used vector's order
+    assert {n: c.holders for n, c in world.items()} == {"decoder.0.fr": (1,), "embed.full": (0, 1),
+                                                      "encoder.0.en": (0,)}
+    assert world["embed.full"].prefix == "backbone.components.embed.full."
+    odd = [Component.parse("embed.full", prefix="perception.")]
+    with pytest.raises(ValueError, match="'embed.full' differs between rank 0"):
+        place_components([rank("embed.full"), odd])
+
+
+def test_a_model_takes_its_holders_from_the_placement(spm_path, one_torch_thread):
+    torch.manual_seed(0)
+    model = ModularTranslation(modular_cfg(spm_path))
+    other = [dataclasses.replace(c) for c in model.components.values() if c.name != "decoder.1.fr"]
+    world = place_components([list(model.components.values()), other])
+    model.place_components(world)
+    assert model.components["decoder.1.fr"].holders == (0,)
+    assert model.components["embed.full"].holders == (0, 1)
+    assert list(model.components)[0] == "embed.full"  # the model's own order is kept
+    moved = {**world, "embed.full": dataclasses.replace(world["embed.full"], prefix="elsewhere.")}
+    with pytest.raises(ValueError, match="no component 'embed.full' with prefix"):
+        model.place_components(moved)
