@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from nemo_emmett.data.examples import (
+    direction_key,
     example_id,
     make_audio_example,
     make_text_example,
@@ -79,7 +80,7 @@ def text_shar_dirs(data_dir: Path, lines: dict[str, list[str]], root: Path) -> d
                                               target_text=t, source_lang=src, target_lang=tgt, dataset="multi30k"))
 
     out = _atomic_build(root / "multi30k_text", build, marker)
-    return {f"mt:{s}-{t}": out / f"mt_{s}-{t}" for s, t in MT_DIRECTIONS}
+    return {direction_key("mt", s, t): out / f"mt_{s}-{t}" for s, t in MT_DIRECTIONS}
 
 
 def speech_shar_dir(lines: dict[str, list[str]], num: int, root: Path, workers: int = 2) -> Path:

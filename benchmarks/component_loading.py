@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.one is not None:  # the child process
         print(json.dumps(load_one(args.model, None if args.one == "all" else args.one, args.one_shar, args.batch_size)))
         return 0
+    from nemo_emmett.data.examples import direction_key
     from nemo_emmett.export import read_meta
 
     if not Path(args.model).is_file() or "components" not in read_meta(args.model):
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         tasks = yaml.safe_load(tar.extractfile("model_config.yaml").read())["modular"]["tasks"]
     rows = []
     for t in tasks:
-        direction = f"{t['task']}:{t['source_lang']}-{t['target_lang']}"
+        direction = direction_key(t["task"], t["source_lang"], t["target_lang"])
         shar = None
         if args.shar_root:
             shar = str(Path(args.shar_root) / args.dataset / f"{t['task']}_{t['source_lang']}-{t['target_lang']}")

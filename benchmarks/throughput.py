@@ -81,6 +81,7 @@ def multi30k_sources(num_speech: int) -> tuple[list[dict[str, Any]], str]:
     bb = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = bb  # its dataclasses look their module up while the file executes
     spec.loader.exec_module(bb)
+    from nemo_emmett.data.examples import parse_direction
     from nemo_emmett.parts.cache import cache_dir
 
     root = cache_dir() / "bench"
@@ -88,8 +89,9 @@ def multi30k_sources(num_speech: int) -> tuple[list[dict[str, Any]], str]:
     spm_path = bb.tokenizer_model(MULTI30K, lines)
     text = bb.text_shar_dirs(MULTI30K, lines, root)
     speech = bb.speech_shar_dir(lines, num_speech, root)
-    sources = [{"name": f"mt_{d.split(':')[1]}", "path": str(p), "task": "mt", "source_lang": d[3:5],
-                "target_lang": d[6:8], "dataset": "multi30k"} for d, p in text.items()]
+    directions = {parse_direction(d): p for d, p in text.items()}  # ("mt", src, tgt) -> folder
+    sources = [{"name": f"mt_{s}-{t}", "path": str(p), "task": task, "source_lang": s, "target_lang": t,
+                "dataset": "multi30k"} for (task, s, t), p in directions.items()]
     sources.append({"name": "st_en-de", "path": str(speech), "task": "st", "source_lang": "en", "target_lang": "de",
                     "dataset": "multi30k"})
     return sources, str(spm_path)

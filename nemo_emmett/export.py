@@ -15,10 +15,10 @@ Format (suffix ``.emmett`` by convention; any name works): an uncompressed tar, 
 * ``generation_config.json``: the backbone's generation defaults (e.g. Marian's ``bad_words_ids``),
   which a backbone rebuilt from its config alone would not have.
 * ``model_weights.pt``: the state dict (LoRA adapters included; the model is rebuilt with them).
-  Modular models (``component_prefixes``) write each named component once instead, as
+  Modular models (``ModularTasks.components``) write each named component once instead, as
   ``components/<name>.pt`` (listed in ``meta.json`` under ``components``), and ``model_weights.pt``
   keeps the rest; ``restore_model(path, directions=[...])`` then builds and reads only the
-  components of those tasks (``models/component_files.py``).
+  components of those tasks (``mammoth/component_files.py``).
 
 :func:`restore_model` extracts only the tokenizer, into ``<cache>/exports/tok-<hash of its
 bytes>`` (``$NEMO_EMMETT_CACHE``, default ``~/.cache/nemo_emmett``), where it stays readable for
@@ -48,6 +48,7 @@ import torch
 from omegaconf import OmegaConf
 
 from nemo_emmett.mammoth.component_files import component_member, restrict_tasks, split_state
+from nemo_emmett.mammoth.routing import ModularTasks
 from nemo_emmett.models.base import TranslationModel
 from nemo_emmett.modules.perception import module_configs
 
@@ -129,8 +130,8 @@ def export_model(model: TranslationModel, path: str | Path, *, token_equivalent_
             meta["token_equivalent_duration"] = float(token_equivalent_duration)
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         parts: dict[str, dict[str, torch.Tensor]] = {}
-        if hasattr(model, "component_prefixes"):  # each component once, in a member of its own
-            parts, state = split_state(state, model.component_prefixes())
+        if isinstance(model, ModularTasks):  # each component once, in a member of its own
+            parts, state = split_state(state, model.components.values())
             meta["components"] = {name: component_member(name) for name in parts}
         (stage / META).write_text(json.dumps(meta, indent=2) + "\n")
         (stage / CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(export_config(model, rel))))
@@ -190,7 +191,7 @@ def restore_model(path: str | Path, map_location: str | torch.device = "cpu",
             model.backbone.generation_config = GenerationConfig.from_dict(json.loads(generation))
         state = _load_member(tar, WEIGHTS)
         components = meta.get("components", {})
-        wanted = model.component_prefixes() if components else {}
+        wanted = model.components if components else {}
         for name in wanted:
             if name not in components:
                 raise ValueError(f"{str(path)!r}: component {name!r} is not in the archive (it has {sorted(components)})")

@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from nemo_emmett import inference
+    from nemo_emmett.data.examples import direction_key
     from nemo_emmett.export import load_model
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -97,12 +98,12 @@ def run(args: argparse.Namespace) -> int:
     if args.text or args.text_file:
         lines = args.text or _read_lines(args.text_file)
         hyps = inference.translate_texts(model, lines, args.source_lang, args.target_lang, **common)
-        keys = [f"mt:{args.source_lang}-{args.target_lang}"] * len(hyps)
+        keys = [direction_key("mt", args.source_lang, args.target_lang)] * len(hyps)
     elif args.audio:
         hyps = inference.translate_audio(model, args.audio, args.source_lang, args.target_lang, task=args.task,
                                          **common)
         target = args.source_lang if args.task == "asr" else args.target_lang
-        keys = [f"{args.task}:{args.source_lang}-{target}"] * len(hyps)
+        keys = [direction_key(args.task, args.source_lang, target)] * len(hyps)
     elif args.shar:
         hyps, refs, keys = inference.translate_shar(model, args.shar, **common)
     else:
@@ -129,11 +130,13 @@ def run(args: argparse.Namespace) -> int:
 def input_directions(args: argparse.Namespace) -> list[str] | None:
     """The directions (``mt:en-de``) the input needs, so that a modular model loads only their
     components; None (everything) for a manifest, whose rows may name their own languages."""
+    from nemo_emmett.data.examples import direction_key
+
     if args.text or args.text_file:
-        return [f"mt:{args.source_lang}-{args.target_lang}"]
+        return [direction_key("mt", args.source_lang, args.target_lang)]
     if args.audio:
         target = args.source_lang if args.task == "asr" else args.target_lang
-        return [f"{args.task}:{args.source_lang}-{target}"]
+        return [direction_key(args.task, args.source_lang, target)]
     if args.shar:
         from nemo_emmett.data import examples as ex_
         from nemo_emmett.data.shar import read_shar_dir

@@ -137,7 +137,25 @@ def dataset(ex: Example) -> str:
 
 def direction(ex: Example) -> str:
     """``"<task>:<src>-<tgt>"``, the key under which metrics and losses are reported."""
-    return f"{task(ex)}:{source_lang(ex)}-{target_lang(ex)}"
+    return direction_key(task(ex), source_lang(ex), target_lang(ex))
+
+
+def direction_key(task: str, source_lang: str, target_lang: str) -> str:
+    """``("mt", "en", "de")`` -> ``"mt:en-de"``: the one spelling of a direction, shared by data sources,
+    modular task tables, prompts, validation metrics and ``restore_model(directions=...)``. It lives
+    here, at the bottom of the data path, so that data, models and MAMMOTH all build it alike."""
+    return f"{task}:{source_lang}-{target_lang}"
+
+
+def parse_direction(key: str) -> tuple[str, str, str]:
+    """``"mt:en-de"`` -> ``("mt", "en", "de")``, the inverse of :func:`direction_key`. A language with a
+    ``-`` in it (``zh-Hans``) makes the key ambiguous: such a key is an error, not a guess."""
+    task_, sep, pair = key.partition(":") if isinstance(key, str) else ("", "", "")
+    src, dash, tgt = pair.partition("-")
+    if not (task_ and sep and src and dash and tgt) or "-" in tgt or ":" in pair:
+        raise ValueError(f"direction {key!r} is not of the form <task>:<source_lang>-<target_lang> (e.g. mt:en-de), "
+                         "with no '-' or ':' inside a language")
+    return task_, src, tgt
 
 
 def _check_task(task: str, allowed: tuple[str, ...]) -> None:

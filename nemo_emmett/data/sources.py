@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from nemo_emmett.data.examples import AUDIO_TASKS, TASKS
+from nemo_emmett.data.examples import AUDIO_TASKS, TASKS, direction_key
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class SourceSpec:
 
     @property
     def direction(self) -> str:
-        return f"{self.task}:{self.source_lang}-{self.target_lang}"
+        return direction_key(self.task, self.source_lang, self.target_lang)
 
 
 def temperature_weights(sizes: Sequence[int], temperature: float) -> list[float]:

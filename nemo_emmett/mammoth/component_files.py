@@ -1,6 +1,6 @@
 """Per-component weights of modular models: each component written once, a task loading only its own.
 
-An export of a modular model (``models/export.py``) holds ``components/<name>.pt`` for every
+An export of a modular model (``nemo_emmett/export.py``) holds ``components/<name>.pt`` for every
 named component (its entries of the model's state dict, full key names) instead of one
 ``model_weights.pt`` for everything; ``model_weights.pt`` keeps whatever belongs to no component
 (nothing, for :class:`~nemo_emmett.mammoth.modular.ModularTranslation`). Restoring for some
@@ -14,6 +14,9 @@ from typing import Any
 
 import torch
 
+from nemo_emmett.data.examples import direction_key
+from nemo_emmett.mammoth.component import Component, longest_prefix_first, owner
+
 COMPONENTS_DIR = "components"
 
 
@@ -21,15 +24,17 @@ def component_member(name: str) -> str:
     return f"{COMPONENTS_DIR}/{name}.pt"
 
 
-def split_state(state: Mapping[str, torch.Tensor], prefixes: Mapping[str, str]
+def split_state(state: Mapping[str, torch.Tensor], components: Iterable[Component]
                 ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
-    """``({component: its entries}, the rest)``; ``prefixes``: component -> key prefix (longest wins)."""
-    ordered = sorted(prefixes.items(), key=lambda kv: -len(kv[1]))
-    parts: dict[str, dict[str, torch.Tensor]] = {name: {} for name in prefixes}
+    """``({component name: its entries}, the rest)``: each key goes to the component whose prefix it
+    starts with (the longest, where prefixes nest), as parameters do (``ModularTasks.component_of``)."""
+    components = list(components)
+    ordered = longest_prefix_first(components)
+    parts: dict[str, dict[str, torch.Tensor]] = {c.name: {} for c in components}  # in the model's order
     rest = {}
     for key, value in state.items():
-        owner = next((name for name, pre in ordered if key.startswith(pre)), None)
-        (parts[owner] if owner is not None else rest)[key] = value
+        c = owner(key, ordered)
+        (parts[c.name] if c is not None else rest)[key] = value
     return parts, rest
 
 
@@ -40,14 +45,14 @@ def restrict_tasks(cfg: dict[str, Any], directions: Iterable[str]) -> dict[str, 
     wanted = list(dict.fromkeys(directions))
     keep, found = [], set()
     for t in tasks:
-        direction = f"{t['task']}:{t['source_lang']}-{t['target_lang']}"
+        direction = direction_key(t["task"], t["source_lang"], t["target_lang"])
         hit = {direction, t["name"]} & set(wanted)
         if hit:
             keep.append(t)
             found |= hit
     missing = [d for d in wanted if d not in found]
     if missing:
-        have = sorted(f"{t['task']}:{t['source_lang']}-{t['target_lang']}" for t in tasks)
+        have = sorted(direction_key(t["task"], t["source_lang"], t["target_lang"]) for t in tasks)
         raise ValueError(f"the model has no task for {missing}; its tasks: {have}")
     names = {t["name"] for t in keep}
     modular = {**cfg["modular"], "tasks": keep}

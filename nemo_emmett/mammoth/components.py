@@ -1,4 +1,4 @@
-"""The named components of a modular model, built once from the task table.
+"""The named components of a modular model, built once from the model's component records.
 
 Every component a task lists exists once, whatever the number of tasks that share it; its
 parameters live under ``components.<kind>.<position>.<id>`` (``components.embed.<id>`` for
@@ -6,11 +6,11 @@ embeddings), so a parameter's name says which component holds it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable
 
 from torch import nn
 
-from nemo_emmett.mammoth.sharing import parse_component
+from nemo_emmett.mammoth.component import Component
 from nemo_emmett.mammoth.tasks import ModularConfig
 from nemo_emmett.modules.transformer import LayerStack
 
@@ -23,22 +23,22 @@ def component_path(name: str) -> str:
 class ComponentBank(nn.Module):
     """Layer stacks and embedding tables by component name (perception lives with the model)."""
 
-    def __init__(self, cfg: ModularConfig, *, vocab_size: int, pad_id: int):
+    def __init__(self, components: Iterable[Component], cfg: ModularConfig, *, vocab_size: int, pad_id: int):
         super().__init__()
         self.components = nn.ModuleDict()
-        wanted = dict.fromkeys(n for t in cfg.tasks for n in t.components())
-        for name in wanted:
-            kind, pos, sid = parse_component(name)
-            if kind == "perception":
+        self._names: list[str] = []
+        for c in components:
+            if c.kind == "perception":
                 continue
-            if kind == "embed":
+            if c.kind == "embed":
                 module: nn.Module = nn.Embedding(vocab_size, cfg.d_model, padding_idx=pad_id)
                 nn.init.normal_(module.weight, std=cfg.d_model ** -0.5)
             else:
-                layers = (cfg.encoder_layers if kind == "encoder" else cfg.decoder_layers)[pos]
-                module = LayerStack(kind, num_layers=layers, d_model=cfg.d_model, n_heads=cfg.n_heads,
+                layers = (cfg.encoder_layers if c.kind == "encoder" else cfg.decoder_layers)[c.position]
+                module = LayerStack(c.kind, num_layers=layers, d_model=cfg.d_model, n_heads=cfg.n_heads,
                                     d_ff=cfg.d_ff, dropout=cfg.dropout)
-            self._slot(kind, pos).add_module(sid, module)
+            self._slot(c.kind, c.position).add_module(c.sharing_id, module)  # at component_path(c.name)
+            self._names.append(c.name)
 
     def _slot(self, kind: str, pos: int | None) -> nn.ModuleDict:
         if kind not in self.components:
@@ -57,14 +57,5 @@ class ComponentBank(nn.Module):
             raise KeyError(f"no component {name!r}; the model has {self.names()}") from None
 
     def names(self) -> list[str]:
-        return [name for name, _ in self.items()]
-
-    def items(self) -> Iterator[tuple[str, nn.Module]]:
-        for kind, slot in self.components.items():
-            if kind == "embed":
-                for sid, module in slot.items():
-                    yield f"embed.{sid}", module
-                continue
-            for pos, stacks in slot.items():
-                for sid, module in stacks.items():
-                    yield f"{kind}.{pos}.{sid}", module
+        """The components built here, in the order they were built."""
+        return list(self._names)

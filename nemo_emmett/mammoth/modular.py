@@ -3,7 +3,7 @@
 Each task (``model.modular.tasks``) runs its own chain: the shared speech perception (audio tasks)
 or its source embedding, then one encoder stack per position, then one decoder stack per position
 over its target embedding, whose weights also score the output. Components are shared across
-tasks by name (``parts/sharing.py``). A batch may hold several tasks (an audio batch mixes ST and
+tasks by name (``mammoth/sharing.py``), one record each (``mammoth/component.py``). A batch may hold several tasks (an audio batch mixes ST and
 ASR): its examples are routed by direction, and only the components of the tasks present run,
 so the others get no gradient (``None``) and the optimizer leaves them and their state alone.
 
@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from nemo_emmett.data.batch import TranslationBatch
+from nemo_emmett.mammoth.component import Component
 from nemo_emmett.mammoth.components import ComponentBank, component_path
 from nemo_emmett.mammoth.routing import ModularTasks, restore_order
 from nemo_emmett.mammoth.tasks import ModularModelConfig, ModularTaskConfig
@@ -30,26 +31,23 @@ from nemo_emmett.parts.sequence import concat_padded, lengths_to_mask
 
 log = logging.getLogger(__name__)
 
-PERCEPTION = "perception.full"
-
 
 class ModularTranslation(ModularTasks, TranslationModel):
     config_class = ModularModelConfig
 
     # ---- building ---------------------------------------------------------------------------
     def build_backbone(self) -> nn.Module:
-        return ComponentBank(self.cfg.modular, vocab_size=self.text.vocab_size, pad_id=self.text.pad_id)
+        return ComponentBank(self.components.values(), self.cfg.modular, vocab_size=self.text.vocab_size,
+                             pad_id=self.text.pad_id)
 
     @property
     def backbone_dim(self) -> int:
         return self.cfg.modular.d_model
 
     # ---- components -------------------------------------------------------------------------
-    def component_prefixes(self) -> dict[str, str]:
-        out = {name: f"backbone.{component_path(name)}." for name, _ in self.backbone.items()}
-        if self.perception is not None:
-            out[PERCEPTION] = "perception."
-        return out
+    def component_prefix(self, component: Component) -> str:
+        """The speech perception is the model's own ``perception``; the rest live in the bank."""
+        return "perception." if component.kind == "perception" else f"backbone.{component_path(component.name)}."
 
     # ---- forward ----------------------------------------------------------------------------
     def _embed(self, name: str, ids: torch.Tensor) -> torch.Tensor:

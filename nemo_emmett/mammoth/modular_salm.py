@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from nemo_emmett.data.batch import TranslationBatch
+from nemo_emmett.mammoth.component import Component
 from nemo_emmett.mammoth.routing import ModularTasks, restore_order
-from nemo_emmett.mammoth.sharing import parse_component
 from nemo_emmett.mammoth.tasks import ModularConfig, ModularTaskConfig
 from nemo_emmett.models.config import SalmT5Config
 from nemo_emmett.models.salm_t5 import SalmT5
@@ -47,11 +47,9 @@ class ModularSalmT5(ModularTasks, SalmT5):
                  "decoder_adapter": layer_list(backbone.get_decoder())}
         d, bottleneck = backbone.get_input_embeddings().embedding_dim, self.cfg.modular.adapter_bottleneck
         self.adapters = nn.ModuleDict({side: nn.ModuleDict() for side in SIDES})
-        for t in self.cfg.modular.tasks:
-            for side in SIDES:
-                sid = parse_component(getattr(t, side))[2]
-                if sid not in self.adapters[side]:
-                    self.adapters[side][sid] = LayerAdapters(len(sides[side]), d, bottleneck)
+        for c in self.components.values():
+            if c.kind in SIDES:  # at adapters.<side>.<sharing id>: component_prefix
+                self.adapters[c.kind][c.sharing_id] = LayerAdapters(len(sides[c.kind]), d, bottleneck)
         self._active: ModularTaskConfig | None = None
         for side, layers in sides.items():
             for i, layer in enumerate(layers):
@@ -63,7 +61,7 @@ class ModularSalmT5(ModularTasks, SalmT5):
             if self._active is None:
                 raise RuntimeError("the backbone ran outside a task: call it through logits/generate_ids, which "
                                    "route each example to its task's adapters")
-            adapters = self.adapters[side][parse_component(getattr(self._active, side))[2]]
+            adapters = self.adapters[side][self.components[getattr(self._active, side)].sharing_id]
             return with_adapter(output, adapters.layers[index])
         return hook
 
@@ -77,13 +75,11 @@ class ModularSalmT5(ModularTasks, SalmT5):
             self._active = previous
 
     # ---- components -------------------------------------------------------------------------
-    def component_prefixes(self) -> dict[str, str]:
-        out = {BACKBONE: "backbone."}
-        for side in SIDES:
-            out.update({f"{side}.{sid}": f"adapters.{side}.{sid}." for sid in self.adapters[side]})
-        if self.perception is not None:
-            out["perception.full"] = "perception."
-        return out
+    def component_prefix(self, component: Component) -> str:
+        """The whole pretrained model is ``backbone.full``; each adapter its own ``adapters`` entry."""
+        if component.kind in SIDES:
+            return f"adapters.{component.kind}.{component.sharing_id}."
+        return {"backbone": "backbone.", "perception": "perception."}[component.kind]
 
     def task_components(self, task: ModularTaskConfig) -> list[str]:
         return [c for c in [task.perception, BACKBONE, task.encoder_adapter, task.decoder_adapter] if c is not None]

@@ -1,17 +1,22 @@
 """What every modular model family shares: the task table, routing a batch's examples to their
 tasks, and the named components behind parameters (MGCM granularity, per-task sizes, the
-OOMptimizer's probe direction, per-component files)."""
+OOMptimizer's probe direction, per-component files). The components are records
+(``mammoth/component.py``) built once from the task table; everything here reads them."""
 
 from __future__ import annotations
 
 import re
 from abc import abstractmethod
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
 from nemo_emmett.data.batch import TranslationBatch
+from nemo_emmett.data.examples import direction_key
+from nemo_emmett.mammoth.component import Component, components_from_names, longest_prefix_first, owner
+from nemo_emmett.mammoth.sync import place
 from nemo_emmett.mammoth.tasks import ModularTaskConfig, check_modular
 from nemo_emmett.parts.text_processor import TextProcessor
 
@@ -24,7 +29,7 @@ class TaskPrompts(TextProcessor):
         self.templates = templates
 
     def prompt_ids(self, *, task: str, source_lang: str, target_lang: str) -> list[int]:
-        key = f"{task}:{source_lang}-{target_lang}"
+        key = direction_key(task, source_lang, target_lang)
         if key not in self.templates:
             raise KeyError(f"no modular task for direction {key}; tasks: {sorted(self.templates)}")
         text = self.templates[key].format(task=task, source_lang=source_lang, target_lang=target_lang)
@@ -45,12 +50,17 @@ class ModularTasks:
 
     tasks: dict[str, ModularTaskConfig]
     """Direction (``mt:en-de``) -> task; set by ``check_config``, before any module is built."""
+    components: dict[str, Component]
+    """Component name -> its record (kind, position, sharing id, prefix; holders once placed), in
+    first-use order over the task table; set with the tasks, so that ``build_backbone`` builds from them."""
     adapter_components: bool = False
     """True: the components are adapters of a pretrained backbone (``check_modular(adapters=True)``)."""
 
     def check_config(self) -> None:
         check_modular(self.cfg.modular, adapters=self.adapter_components)
         self.tasks = {t.direction: t for t in self.cfg.modular.tasks}
+        names = (n for t in self.cfg.modular.tasks for n in self.task_components(t))
+        self.components = components_from_names(names, self.component_prefix)
 
     @classmethod
     def build_text(cls, cfg: Any) -> TextProcessor:
@@ -64,37 +74,45 @@ class ModularTasks:
         return any(t.perception is not None for t in self.cfg.modular.tasks)
 
     @abstractmethod
-    def component_prefixes(self) -> dict[str, str]:
-        """Component name -> the parameter-name prefix of its parameters (``backbone.components.encoder.0.en.``)."""
+    def component_prefix(self, component: Component) -> str:
+        """Where the family puts the parameters of ``component``: their name prefix, ending with a dot
+        (``backbone.components.encoder.0.en.``). Called once per component, before any module exists."""
 
     def task_components(self, task: ModularTaskConfig) -> list[str]:
         """The components ``task`` runs."""
         return task.components()
 
     def component_modules(self) -> dict[str, nn.Module]:
-        return {name: self.get_submodule(prefix.rstrip(".")) for name, prefix in self.component_prefixes().items()}
-
-    def _prefixes_longest_first(self) -> list[tuple[str, str]]:
-        """(component, prefix) with nested prefixes before their parents: the first match owns a name."""
-        return sorted(self.component_prefixes().items(), key=lambda kv: -len(kv[1]))
+        """Component name -> the module holding its parameters."""
+        return {name: self.get_submodule(c.module_path) for name, c in self.components.items()}
 
     def component_of(self) -> dict[str, str]:
         """Parameter name -> its component. Every parameter of the model belongs to exactly one."""
-        prefixes = self._prefixes_longest_first()
+        ordered = longest_prefix_first(self.components.values())
         out = {}
         for pname, _ in self.named_parameters():
-            owner = next((c for c, pre in prefixes if pname.startswith(pre)), None)
-            if owner is None:
+            c = owner(pname, ordered)
+            if c is None:
                 raise RuntimeError(f"parameter {pname!r} belongs to no component")
-            out[pname] = owner
+            out[pname] = c.name
         return out
 
     def mgcm_components(self) -> dict[str, str] | None:
         """MGCM ``component`` granularity: one module per named component (the first match wins)."""
-        return {name: re.escape(prefix) + ".*" for name, prefix in self._prefixes_longest_first()}
+        return {c.name: re.escape(c.prefix) + ".*" for c in longest_prefix_first(self.components.values())}
+
+    def place_components(self, placed: Mapping[str, Component]) -> None:
+        """Take this model's holders from ``placed``, the run's records after placement
+        (``mammoth/sync.py``'s ``place_components``, called by the ``component_sync`` strategy)."""
+        for name, c in self.components.items():
+            other = placed.get(name)
+            if other is None or other.prefix != c.prefix:
+                raise ValueError(f"the placement has no component {name!r} with prefix {c.prefix!r}; it has "
+                                 f"{sorted(placed)}")
+        self.components = place(self.components.values(), {name: placed[name].holders for name in self.components})
 
     def task_for(self, task: str, source_lang: str, target_lang: str) -> ModularTaskConfig:
-        key = f"{task}:{source_lang}-{target_lang}"
+        key = direction_key(task, source_lang, target_lang)
         t = self.tasks.get(key)
         if t is None:
             raise KeyError(f"no modular task for direction {key}; model.modular.tasks has {sorted(self.tasks)}")

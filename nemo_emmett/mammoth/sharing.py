@@ -18,7 +18,8 @@ Encoder-side kinds are ``encoder``, ``encoder_adapter`` and ``perception``; ``de
 ``decoder_adapter`` are decoder-side; ``embed``
 takes the side it is looked up for (the source embedding of a task is ``embed.<src id>``, its
 target embedding ``embed.<tgt id>``, so one per-language table serves a language on both sides).
-Target-specific encoder components (``TGT_LANGUAGE`` on the encoder) are allowed.
+Target-specific encoder components (``TGT_LANGUAGE`` on the encoder) are allowed. A name is taken
+apart in one place, :meth:`~nemo_emmett.mammoth.component.Component.parse`.
 """
 
 from __future__ import annotations
@@ -26,14 +27,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
+from nemo_emmett.mammoth.component import SINGLE_KINDS, STACK_KINDS, component_name
+
 PATTERNS = ("FULL", "SRC_GROUP", "TGT_GROUP", "GROUP", "SRC_LANGUAGE", "TGT_LANGUAGE", "LANGUAGE")
 SIDES = ("encoder", "decoder")
-STACK_KINDS = ("encoder", "decoder")
-SINGLE_KINDS = ("embed", "perception", "encoder_adapter", "decoder_adapter", "backbone")
 FULL_ID = "full"
 _ID = re.compile(r"[A-Za-z0-9_-]+")
-_NAME = re.compile(r"(?P<kind>encoder|decoder)\.(?P<pos>\d+)\.(?P<id>[A-Za-z0-9_-]+)"
-                   r"|(?P<single>embed|perception|encoder_adapter|decoder_adapter|backbone)\.(?P<sid>[A-Za-z0-9_-]+)")
 
 
 def check_id(value: str, what: str) -> str:
@@ -92,7 +91,7 @@ def stack_component(kind: str, position: int, pattern: str, *, source_lang: str,
     if kind not in STACK_KINDS:
         raise ValueError(f"layer stack kind must be one of {STACK_KINDS}, got {kind!r}")
     sid = sharing_id(pattern, side=kind, source_lang=source_lang, target_lang=target_lang, groups=groups)
-    return f"{kind}.{position}.{sid}"
+    return component_name(kind, position, sid)
 
 
 def single_component(kind: str, pattern: str, *, side: str, source_lang: str, target_lang: str,
@@ -100,15 +99,6 @@ def single_component(kind: str, pattern: str, *, side: str, source_lang: str, ta
     """``embed.<id>`` (for ``side``), ``perception.<id>``, ``encoder_adapter.<id>``, ``decoder_adapter.<id>``."""
     if kind not in SINGLE_KINDS:
         raise ValueError(f"component kind must be one of {SINGLE_KINDS}, got {kind!r}")
-    return f"{kind}.{sharing_id(pattern, side=side, source_lang=source_lang, target_lang=target_lang, groups=groups)}"
+    return component_name(kind, None, sharing_id(pattern, side=side, source_lang=source_lang,
+                                                  target_lang=target_lang, groups=groups))
 
-
-def parse_component(name: str) -> tuple[str, int | None, str]:
-    """``"encoder.0.en"`` -> ``("encoder", 0, "en")``; ``"embed.full"`` -> ``("embed", None, "full")``."""
-    m = _NAME.fullmatch(name) if isinstance(name, str) else None
-    if m is None:
-        raise ValueError(f"component name {name!r} is not of the form encoder.<position>.<id>, "
-                         f"decoder.<position>.<id> or <kind>.<id> with kind one of {SINGLE_KINDS}")
-    if m["single"]:
-        return m["single"], None, m["sid"]
-    return m["kind"], int(m["pos"]), m["id"]

@@ -5,10 +5,11 @@ Ranks hold different parameters (each builds only its tasks' components: ``train
 module is never wrapped in ``DistributedDataParallel``; everything else is DDP's: process launch
 and cluster environments (torchrun, SLURM), the default process group (NCCL on GPU, gloo on CPU),
 ``barrier``/``broadcast``/``reduce`` for logging and checkpoint callbacks. The LightningModule
-must have ``component_modules() -> {name: nn.Module}`` covering every parameter
-(``ModularTranslation`` does). At ``setup``: the ranks exchange their component names, create one
-process group per distinct holder set (``parts/component_sync.py``), and copy every shared
-component from its lowest holder. Every optimizer step: the closure (forward and backward) runs,
+must be a modular model (``ModularTasks``: ``ModularTranslation``, ``ModularSalmT5``) whose
+component records cover every parameter. At ``setup``: the ranks exchange their component records,
+which come back with their holders (``mammoth/sync.py``'s ``place_components``; the model takes
+its own), create one process group per distinct holder set, and copy every shared component from
+its lowest holder. Every optimizer step: the closure (forward and backward) runs,
 then :func:`sync_gradients`, then Lightning's hooks and clipping; norm clipping
 (``trainer.gradient_clip_val``) uses the *global* norm (each component counted once), so the
 replicas scale alike. Manual optimization (MGCM) synchronises each task's gradient
@@ -35,13 +36,15 @@ from lightning.pytorch.utilities import move_data_to_device
 from lightning_utilities.core.apply_func import apply_to_collection
 from torch import nn
 
+from nemo_emmett.mammoth.component import Component
+from nemo_emmett.mammoth.routing import ModularTasks
 from nemo_emmett.mammoth.sync import (
     SyncStats,
     broadcast_components,
     clip_by_global_norm,
     global_grad_norm,
-    holders_from_components,
     new_groups,
+    place_components,
     sync_gradients,
 )
 
@@ -57,9 +60,9 @@ def _to_cpu(obj: Any) -> Any:
 
 
 def component_parameters(module: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """``module.component_modules()`` as {component: parameters}; every parameter must be in one."""
-    if not hasattr(module, "component_modules"):
-        raise TypeError(f"trainer.strategy={NAME} needs a model with named components (component_modules()), "
+    """The parameters of each of ``module``'s components; every parameter must be in one."""
+    if not isinstance(module, ModularTasks):
+        raise TypeError(f"trainer.strategy={NAME} needs a model with named components (a modular model), "
                         f"got {type(module).__name__}")
     out = {name: list(m.parameters()) for name, m in module.component_modules().items()}
     covered = {id(p) for ps in out.values() for p in ps}
@@ -74,8 +77,8 @@ class ComponentSyncStrategy(DDPStrategy):
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        self.holders: dict[str, list[int]] = {}
-        """Every component of the run -> the ranks holding it (the same on every rank)."""
+        self.components: dict[str, Component] = {}
+        """Every component of the run, its holders filled, in sorted name order (the same on every rank)."""
         self.groups: dict[tuple[int, ...], Any] = {}
         self.last_stats: SyncStats | None = None
         """What the last step's sync communicated (for benchmarks and logging)."""
@@ -105,14 +108,15 @@ class ComponentSyncStrategy(DDPStrategy):
         pass
 
     def setup_components(self) -> None:
-        params = component_parameters(self.lightning_module)
+        module = self.lightning_module
+        params = component_parameters(module)
         gathered: list[Any] = [None] * self.world_size
-        dist.all_gather_object(gathered, sorted(params))
-        self.holders = holders_from_components(gathered)
-        self.groups = new_groups(self.holders)
-        modules = self.lightning_module.component_modules()
-        broadcast_components(modules, self.holders, self.groups, rank=self.global_rank)
-        shared = {c: r for c, r in self.holders.items() if len(r) > 1}
+        dist.all_gather_object(gathered, [module.components[name] for name in sorted(params)])
+        self.components = place_components(gathered)
+        module.place_components(self.components)
+        self.groups = new_groups(self.components)
+        broadcast_components(module.component_modules(), self.components, self.groups, rank=self.global_rank)
+        shared = {c.name: list(c.holders) for c in self.components.values() if len(c.holders) > 1}
         log.info("%s: rank %d holds %d component(s); %d shared over %d group(s): %s", NAME, self.global_rank,
                  len(params), len(shared), len(self.groups), shared)
 
@@ -120,19 +124,19 @@ class ComponentSyncStrategy(DDPStrategy):
     def sync(self) -> SyncStats:
         """Average this rank's component gradients with their other holders (collective over the world)."""
         params = component_parameters(self.lightning_module)
-        self.last_stats = sync_gradients(params, self.holders, self.groups, rank=self.global_rank,
+        self.last_stats = sync_gradients(params, self.components, self.groups, rank=self.global_rank,
                                          device=self.root_device)
         return self.last_stats
 
     def global_norm(self) -> torch.Tensor:
         """The whole model's gradient norm (each component once), the same on every rank."""
         params = component_parameters(self.lightning_module)
-        return global_grad_norm(params, self.holders, rank=self.global_rank, device=self.root_device)
+        return global_grad_norm(params, self.components, rank=self.global_rank, device=self.root_device)
 
     def clip_by_global_norm(self, max_norm: float) -> torch.Tensor:
         """Norm clipping with the whole model's norm, the same on every rank; returns the norm."""
         params = component_parameters(self.lightning_module)
-        return clip_by_global_norm(params, self.holders, max_norm, rank=self.global_rank)
+        return clip_by_global_norm(params, self.components, max_norm, rank=self.global_rank)
 
     def optimizer_step(self, optimizer: Any, closure: Callable[[], Any], model: Any = None, **kwargs: Any) -> Any:
         def synced() -> Any:

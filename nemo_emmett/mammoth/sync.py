@@ -4,7 +4,8 @@ Each rank trains a few tasks and holds only their components (``encoder.0.en``, 
 A component's gradient is averaged among the ranks that hold it, never over the whole world:
 
 * **placement**: :func:`tasks_per_rank` (``model.modular.devices``, or round-robin), then
-  :func:`component_holders` (component -> the ranks holding it);
+  :func:`component_holders` (component -> the ranks holding it); at run time each rank's model
+  records (``mammoth/component.py``) gathered and given their holders (:func:`place_components`);
 * **groups**: one process group per distinct set of holders with more than one rank
   (:func:`holder_sets`; components held by the same ranks share a group and one all-reduce),
   created in the same (sorted) order on every rank, as ``torch.distributed.new_group`` requires;
@@ -18,17 +19,25 @@ A component's gradient is averaged among the ranks that hold it, never over the 
 
 The divisor is the number of ranks that *used* the component (a rank whose batch had no task
 running it does not dilute the average), not the number of holders, as in MAMMOTH.
+
+The functions below that need holders take either ``{component: [ranks]}`` (any names: benchmarks
+and tests use plain modules) or placed records ``{name: Component}``, read through :func:`holder_map`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from nemo_emmett.mammoth.component import Component
+
+Holders = Mapping[str, Sequence[int]] | Mapping[str, Component]
+"""Component -> the ranks holding it, as plain rank lists or as placed records."""
 
 
 def tasks_per_rank(task_names: Sequence[str], world_size: int,
@@ -79,12 +88,52 @@ def holders_from_components(per_rank: Sequence[Sequence[str]]) -> dict[str, list
                              {str(r): names for r, names in enumerate(per_rank)})
 
 
-def holder_sets(holders: Mapping[str, Sequence[int]]) -> list[tuple[int, ...]]:
+def place(components: Iterable[Component], holders: Mapping[str, Sequence[int]]) -> dict[str, Component]:
+    """Name -> the record with ``holders`` filled (sorted), in the order given; a component that
+    ``holders`` does not cover is an error (it would never be synchronised)."""
+    out = {}
+    for c in components:
+        if not holders.get(c.name):
+            raise ValueError(f"component {c.name!r} has no holders; the placement covers {sorted(holders)}")
+        out[c.name] = replace(c, holders=tuple(sorted(holders[c.name])))
+    return out
+
+
+def place_components(per_rank: Sequence[Iterable[Component]]) -> dict[str, Component]:
+    """Every component of the world once, its holders the ranks whose model has it, in sorted name
+    order (the order of the used vector); ``per_rank[r]``: rank r's records (an all_gather of its
+    ``model.components``). One component built differently on two ranks (another prefix, kind...) is
+    an error: their parameters would not line up."""
+    per_rank = [list(cs) for cs in per_rank]
+    first: dict[str, tuple[int, Component]] = {}
+    for rank, cs in enumerate(per_rank):
+        for c in cs:
+            r0, c0 = first.setdefault(c.name, (rank, c))
+            if replace(c0, holders=()) != replace(c, holders=()):
+                raise ValueError(f"component {c.name!r} differs between rank {r0} ({c0}) and rank {rank} ({c})")
+    holders = holders_from_components([[c.name for c in cs] for cs in per_rank])
+    return place((first[name][1] for name in sorted(first)), holders)
+
+
+def holder_map(holders: Holders) -> dict[str, tuple[int, ...]]:
+    """``{component: (ranks)}`` in sorted name order (the same on every rank), from rank lists or from
+    placed records; a record without holders is an error (it was never placed)."""
+    out = {}
+    for name in sorted(holders):
+        value = holders[name]
+        ranks = tuple(value.holders if isinstance(value, Component) else value)
+        if not ranks:
+            raise ValueError(f"component {name!r} has no holders: place it first (place_components)")
+        out[name] = ranks
+    return out
+
+
+def holder_sets(holders: Holders) -> list[tuple[int, ...]]:
     """The distinct sets of more than one holder, sorted: the process groups to create, in order."""
-    return sorted({tuple(r) for r in holders.values() if len(r) > 1})
+    return sorted({r for r in holder_map(holders).values() if len(r) > 1})
 
 
-def new_groups(holders: Mapping[str, Sequence[int]]) -> dict[tuple[int, ...], Any]:
+def new_groups(holders: Holders) -> dict[tuple[int, ...], Any]:
     """Create the process groups of :func:`holder_sets`. Every rank of the world must call this with
     the same ``holders`` (``new_group`` is collective over the world, even for ranks outside the group)."""
     return {ranks: dist.new_group(list(ranks)) for ranks in holder_sets(holders)}
@@ -113,7 +162,7 @@ def _unflatten_into(flat: torch.Tensor, targets: Sequence[torch.Tensor]) -> None
         t.copy_(chunk.view_as(t))
 
 
-def sync_gradients(params: Mapping[str, Sequence[nn.Parameter]], holders: Mapping[str, Sequence[int]],
+def sync_gradients(params: Mapping[str, Sequence[nn.Parameter]], holders: Holders,
                    groups: Mapping[tuple[int, ...], Any], *, rank: int, device: torch.device | None = None,
                    world_group: Any = None) -> SyncStats:
     """Average each component's gradient among the ranks that used it (module docstring).
@@ -122,7 +171,8 @@ def sync_gradients(params: Mapping[str, Sequence[nn.Parameter]], holders: Mappin
     every component of the world -> its ranks (the same map on every rank); ``groups``: from
     :func:`new_groups`. Gradients are summed in their own dtype, one collective per holder set
     and dtype."""
-    names = list(holders)
+    ranks_of = holder_map(holders)
+    names = list(ranks_of)
     if device is None:
         device = next((p.device for ps in params.values() for p in ps), torch.device("cpu"))
     used = torch.zeros(len(names), dtype=torch.float32, device=device)  # (C,): float, so NCCL and gloo agree
@@ -136,10 +186,10 @@ def sync_gradients(params: Mapping[str, Sequence[nn.Parameter]], holders: Mappin
         stats.collectives += 1
     counts = [int(n) for n in used.tolist()]
     stats.used = dict(zip(names, counts))
-    for ranks in holder_sets(holders):
+    for ranks in holder_sets(ranks_of):
         if rank not in ranks:
             continue
-        members = [(c, counts[i]) for i, c in enumerate(names) if tuple(holders[c]) == ranks and counts[i] > 0]
+        members = [(c, counts[i]) for i, c in enumerate(names) if ranks_of[c] == ranks and counts[i] > 0]
         by_dtype: dict[torch.dtype, list[tuple[int, nn.Parameter]]] = {}
         for c, n in members:
             for p in _trainable(params[c]):
@@ -162,15 +212,16 @@ def sync_gradients(params: Mapping[str, Sequence[nn.Parameter]], holders: Mappin
     return stats
 
 
-def broadcast_components(modules: Mapping[str, nn.Module], holders: Mapping[str, Sequence[int]],
+def broadcast_components(modules: Mapping[str, nn.Module], holders: Holders,
                          groups: Mapping[tuple[int, ...], Any], *, rank: int) -> int:
     """Make the replicas of every shared component identical: its parameters and buffers come from
     its lowest holder. Returns the payload bytes this rank took part in."""
+    ranks_of = holder_map(holders)
     sent = 0
-    for ranks in holder_sets(holders):
+    for ranks in holder_sets(ranks_of):
         if rank not in ranks:
             continue
-        tensors = [t for c in holders if tuple(holders[c]) == ranks
+        tensors = [t for c in ranks_of if ranks_of[c] == ranks
                    for t in (*modules[c].parameters(), *modules[c].buffers())]
         by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
         for t in tensors:
@@ -185,16 +236,17 @@ def broadcast_components(modules: Mapping[str, nn.Module], holders: Mapping[str,
     return sent
 
 
-def global_grad_norm(params: Mapping[str, Sequence[nn.Parameter]], holders: Mapping[str, Sequence[int]], *,
+def global_grad_norm(params: Mapping[str, Sequence[nn.Parameter]], holders: Holders, *,
                      rank: int, device: torch.device | None = None, world_group: Any = None) -> torch.Tensor:
     """The 2-norm of the whole model's gradient after :func:`sync_gradients`, each component counted
     once (by its lowest holder): the same 0-d fp32 value on every rank, so that norm clipping scales
     every replica alike."""
     if device is None:
         device = next((p.device for ps in params.values() for p in ps), torch.device("cpu"))
+    ranks_of = holder_map(holders)
     sq = torch.zeros((), dtype=torch.float32, device=device)
     for c, ps in params.items():
-        if holders[c][0] != rank:
+        if ranks_of[c][0] != rank:
             continue
         grads = [p.grad for p in _trainable(ps) if p.grad is not None]
         if grads:
@@ -204,7 +256,7 @@ def global_grad_norm(params: Mapping[str, Sequence[nn.Parameter]], holders: Mapp
     return sq.sqrt()
 
 
-def clip_by_global_norm(params: Mapping[str, Sequence[nn.Parameter]], holders: Mapping[str, Sequence[int]],
+def clip_by_global_norm(params: Mapping[str, Sequence[nn.Parameter]], holders: Holders,
                         max_norm: float, *, rank: int, world_group: Any = None) -> torch.Tensor:
     """Scale every gradient by ``min(1, max_norm / (norm + 1e-6))`` with the global norm (as
     ``torch.nn.utils.clip_grad_norm_`` does with a local one); returns the norm."""

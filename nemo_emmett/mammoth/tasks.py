@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nemo_emmett.data.examples import AUDIO_TASKS, TASKS
-from nemo_emmett.mammoth.sharing import check_id, parse_component
+from nemo_emmett.data.examples import AUDIO_TASKS, TASKS, direction_key
+from nemo_emmett.mammoth.component import Component
+from nemo_emmett.mammoth.sharing import check_id
 from nemo_emmett.models.config import ModelConfig
 
 
@@ -44,7 +45,7 @@ class ModularTaskConfig:
 
     @property
     def direction(self) -> str:
-        return f"{self.task}:{self.source_lang}-{self.target_lang}"
+        return direction_key(self.task, self.source_lang, self.target_lang)
 
     def components(self) -> list[str]:
         """Every component the task runs, without repeats, in forward order."""
@@ -109,21 +110,21 @@ def check_modular(cfg: ModularConfig, *, adapters: bool = False) -> None:
                 raise ValueError(f"{where}: {len(comps)} {side} components {comps}, but model.modular.{side}_layers "
                                  f"has {len(layers)} positions: every task needs one component per position")
             for pos, name in enumerate(comps):
-                kind, p, _ = parse_component(name)
-                if kind != side or p != pos:
+                c = Component.parse(name)
+                if c.kind != side or c.position != pos:
                     raise ValueError(f"{where}: {side}[{pos}] is {name!r}; expected {side}.{pos}.<id>")
         for key in ("encoder_adapter", "decoder_adapter"):
             value = getattr(t, key)
-            if adapters and (value is None or parse_component(value)[0] != key):
+            if adapters and (value is None or Component.parse(value).kind != key):
                 raise ValueError(f"{where}: {key} must be a {key}.<id> component with a pretrained backbone, got {value!r}")
             if not adapters and value is not None:
                 raise ValueError(f"{where}: {key} {value!r} needs a pretrained backbone (ModularSalmT5); "
                                  "layer-stack models have none")
         for key in () if adapters else ("source_embed", "target_embed"):  # a pretrained backbone embeds itself
-            if parse_component(getattr(t, key))[0] != "embed":
+            if Component.parse(getattr(t, key)).kind != "embed":
                 raise ValueError(f"{where}: {key} {getattr(t, key)!r} is not an embed.<id> component")
         if t.task in AUDIO_TASKS:
-            if t.perception is None or parse_component(t.perception)[0] != "perception":
+            if t.perception is None or Component.parse(t.perception).kind != "perception":
                 raise ValueError(f"{where}: an {t.task} task needs perception: perception.full, got {t.perception!r}")
         elif t.perception is not None:
             raise ValueError(f"{where}: a text task has no perception, got {t.perception!r}")

@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from nemo_emmett.data.batch import TranslationBatch
+from nemo_emmett.data.examples import direction_key
 from nemo_emmett.mgcm.step import MGCMStep
 from nemo_emmett.models.config import ModelConfig, parse_model_config
 from nemo_emmett.modules.hf_backbone import load_hf_model
@@ -169,7 +170,7 @@ class TranslationModel(pl.LightningModule, ABC):
             self.val_losses.update(key, float(value), n)  # reduced over ranks at the epoch's end
         hyps = self.translate_batch(batch)
         for (task, src, tgt), hyp, ref in zip(batch.directions, hyps, batch.target_texts):
-            self.scores.update(f"{task}:{src}-{tgt}", [hyp], [ref])
+            self.scores.update(direction_key(task, src, tgt), [hyp], [ref])
 
     def on_validation_epoch_end(self) -> None:
         losses = self.val_losses.compute()  # the same on every rank: log without sync_dist

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from nemo_emmett.export import export_model, load_model, read_meta, restore_model
+from nemo_emmett.mammoth.component import Component
 from nemo_emmett.mammoth.component_files import restrict_tasks, split_state
 from nemo_emmett.mammoth.modular import ModularTranslation
 from tests.mammoth.test_modular import modular_cfg, text_batch
@@ -76,8 +77,10 @@ def test_translate_cli_loads_only_the_asked_direction(exported, tmp_path, capsys
 
 
 def test_split_state_and_restrict_tasks_are_exact():
-    parts, rest = split_state({"a.x": 1, "a.b.y": 2, "c": 3}, {"A": "a.", "AB": "a.b."})
-    assert parts == {"A": {"a.x": 1}, "AB": {"a.b.y": 2}} and rest == {"c": 3}
+    outer, inner = Component.parse("backbone.full", prefix="a."), Component.parse("encoder_adapter.en", prefix="a.b.")
+    parts, rest = split_state({"a.x": 1, "a.b.y": 2, "c": 3, "ab.z": 4}, [outer, inner])
+    assert parts == {"backbone.full": {"a.x": 1}, "encoder_adapter.en": {"a.b.y": 2}} and rest == {"c": 3, "ab.z": 4}
+    assert list(parts) == ["backbone.full", "encoder_adapter.en"]  # the order given, not longest-first
     cfg = {"modular": {"tasks": [{"name": "t1", "task": "mt", "source_lang": "en", "target_lang": "de"},
                                  {"name": "t2", "task": "mt", "source_lang": "de", "target_lang": "en"}],
                        "devices": [["t1"], ["t2"]]}}

@@ -121,6 +121,9 @@ def test_lightning_strategy_trains_replicas_alike_and_resumes(e2e_cfg, tmp_path,
     assert holders["embed.full"] == holders["encoder.0.en"] == [0, 1]
     assert holders["decoder.0.de"] == [0] and holders["decoder.0.fr"] == [1]
     assert holders["encoder.0.de"] == holders["decoder.0.en"] == [0, 1]
+    for r in range(2):  # each model's own records got their holders from the placement
+        assert full[r]["model_holders"] == {c: holders[c] for c in full[r]["model_holders"]}
+    assert "decoder.0.fr" in full[1]["model_holders"] and "decoder.0.fr" not in full[0]["model_holders"]
     assert full[0]["used"]["encoder.0.de"] == 0  # held by both, used by none: no hang, no communication
     states = [r["state"] for r in full]
     shared = [k for k in states[0] if k in states[1]]

@@ -5,7 +5,6 @@ import pytest
 from nemo_emmett.mammoth.sharing import (
     PATTERNS,
     language_groups,
-    parse_component,
     sharing_id,
     single_component,
     stack_component,
@@ -55,13 +54,6 @@ def test_embeddings_take_the_side_they_are_looked_up_for():
 
 def test_target_specific_encoder_components_are_allowed():
     assert stack_component("encoder", 0, "TGT_LANGUAGE", source_lang="en", target_lang="de") == "encoder.0.de"
-
-
-def test_parse_component_round_trips():
-    assert parse_component("encoder.3.romance") == ("encoder", 3, "romance")
-    assert parse_component("embed.full") == ("embed", None, "full")
-    with pytest.raises(ValueError, match="'decoder.x.en' is not of the form"):
-        parse_component("decoder.x.en")
 
 
 def test_bad_input_names_the_culprit():

@@ -145,5 +145,7 @@ def lightning_worker(rank: int, world_size: int, port: int, cfg: dict, out_dir: 
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     stats = trainer.strategy.last_stats
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    torch.save({"ids": seen.ids, "state": model.state_dict(), "holders": trainer.strategy.holders,
+    holders = {name: list(c.holders) for name, c in trainer.strategy.components.items()}
+    model_holders = {name: list(c.holders) for name, c in model.components.items()}
+    torch.save({"ids": seen.ids, "state": model.state_dict(), "holders": holders, "model_holders": model_holders,
                 "bytes": stats.bytes, "used": stats.used, "metrics": metrics}, Path(out_dir) / f"rank{rank}.pt")

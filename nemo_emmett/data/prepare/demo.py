@@ -39,7 +39,7 @@ from lhotse import Recording
 from num2words import num2words
 
 from nemo_emmett.data.config import DemoConfig
-from nemo_emmett.data.examples import make_audio_example, make_text_example
+from nemo_emmett.data.examples import direction_key, make_audio_example, make_text_example
 from nemo_emmett.data.prepare.espeak import SpeechJob, require_espeak, synthesize_many
 from nemo_emmett.data.shar import ExampleSharWriter
 from nemo_emmett.data.sources import SourceSpec
@@ -216,9 +216,8 @@ def split_numbers(cfg: DemoCorpusConfig) -> dict[str, list[int]]:
     pool = [n for n in everything if n not in held_out]
     groups = {"val": val, "audio": balanced_sample(pool, cfg.num_train, random.Random(f"{cfg.seed}:audio"))}
     for src, tgt in _mt_directions(cfg):
-        groups[f"mt:{src}-{tgt}"] = balanced_sample(
-            pool, cfg.num_mt_train, random.Random(f"{cfg.seed}:mt:{src}-{tgt}")
-        )
+        key = direction_key("mt", src, tgt)
+        groups[key] = balanced_sample(pool, cfg.num_mt_train, random.Random(f"{cfg.seed}:{key}"))
     return groups
 
 
@@ -298,7 +297,7 @@ def _build(cfg: DemoCorpusConfig, key: str, out: Path, *, final_root: Path) -> N
             specs.append(_spec(name, split, task, speech, tgt, len(audio_numbers)))
         for src, tgt in _mt_directions(cfg):
             name = f"mt_{src}-{tgt}"
-            numbers = groups["val" if split == "validation" else f"mt:{src}-{tgt}"]
+            numbers = groups["val" if split == "validation" else direction_key("mt", src, tgt)]
             with ExampleSharWriter(out / split / name, kind="text", shard_size=cfg.shard_size) as w:
                 for n in numbers:
                     w.write(
