@@ -12,7 +12,7 @@ from nemo_emmett.data.datamodule import EmmettDataModule
 from nemo_emmett.data.stats import DataStreamStats
 from nemo_emmett.mammoth.strategy import ComponentSyncStrategy  # registers trainer.strategy: component_sync
 from nemo_emmett.mammoth.sync import rank_task_table
-from nemo_emmett.mgcm.step import prepare_trainer_config
+from nemo_emmett.mgcm.config import prepare_trainer_config
 from nemo_emmett.oomptimizer.callback import OOMptimizer
 
 log = logging.getLogger(__name__)
