@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from nemo_emmett.data.stats import DataStreamStats
 from nemo_emmett.mammoth.strategy import ComponentSyncStrategy  # registers trainer.strategy: component_sync
 from nemo_emmett.mammoth.sync import rank_task_table
-from nemo_emmett.mgcm.step import prepare_trainer_config
+from nemo_emmett.mgcm.config import prepare_trainer_config
 from nemo_emmett.oomptimizer.callback import OOMptimizer
 from nemo_emmett.startup import build_data_and_model
 

@@ -9,12 +9,17 @@ must be a modular model (``ModularTasks``: ``ModularTranslation``, ``ModularSalm
 component records cover every parameter. At ``setup``: the ranks exchange their component records,
 which come back with their holders (``mammoth/sync.py``'s ``place_components``; the model takes
 its own), create one process group per distinct holder set, and copy every shared component from
-its lowest holder. Every optimizer step: the closure (forward and backward) runs,
-then :func:`sync_gradients`, then Lightning's hooks and clipping; norm clipping
-(``trainer.gradient_clip_val``) uses the *global* norm (each component counted once), so the
-replicas scale alike. Manual optimization (MGCM) synchronises each task's gradient
-itself and projects the synchronised gradients (``parts/mgcm_sync.py``); its ``opt.step()`` then
-skips the sync.
+its lowest holder. Every optimizer step under automatic optimization: the closure
+(forward and backward) runs, then :func:`sync_gradients`, then Lightning's hooks and clipping; norm
+clipping (``trainer.gradient_clip_val``) uses the *global* norm (each component counted once), so
+the replicas scale alike.
+
+**Manual optimization: the module synchronises, never the optimizer step.** A LightningModule that
+runs its own backward passes (MGCM) gets the strategy's sync through :meth:`gradient_sync` (the
+``GradientSync`` protocol of ``parts/gradient_sync.py``: ``sync_each_task``, ``no_sync``, ``sync``,
+``global_norm``, ``clip_by_norm``) and synchronises when its projection needs it (each task's
+gradient apart: ``mgcm/sync.py``); ``optimizer_step`` then steps on the gradients as they are, so
+nothing is averaged twice.
 
 **Checkpoints.** ``state_dict`` holds every component once (from its lowest holder, gathered to
 rank 0), ``optimizer_states`` every rank's optimizer state (``{"component_sync_ranks": [...]}``);
@@ -25,7 +30,8 @@ already covers every rank (``EmmettDataModule.state_dict``). Resume with the sam
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -82,8 +88,6 @@ class ComponentSyncStrategy(DDPStrategy):
         self.groups: dict[tuple[int, ...], Any] = {}
         self.last_stats: SyncStats | None = None
         """What the last step's sync communicated (for benchmarks and logging)."""
-        self.skip_next_sync = False
-        """Set by a caller that synchronised the step's gradients itself (MGCM: ``parts/mgcm_sync.py``)."""
         self.checkpoint_hyperparameters: dict[str, Any] | None = None
         """Hyper-parameters to save instead of rank 0's own (``training.py``: the full task table, so
         that a checkpoint rebuilds the whole model)."""
@@ -120,30 +124,53 @@ class ComponentSyncStrategy(DDPStrategy):
         log.info("%s: rank %d holds %d component(s); %d shared over %d group(s): %s", NAME, self.global_rank,
                  len(params), len(shared), len(self.groups), shared)
 
-    # ---- the step -----------------------------------------------------------------------------
-    def sync(self) -> SyncStats:
-        """Average this rank's component gradients with their other holders (collective over the world)."""
-        params = component_parameters(self.lightning_module)
-        self.last_stats = sync_gradients(params, self.components, self.groups, rank=self.global_rank,
+    # ---- the step: the GradientSync protocol (parts/gradient_sync.py) ------------------------------
+    sync_each_task = True
+    """MGCM must project synchronised per-task gradients: holders differ from one component to the
+    next, so only synchronised gradients are the same on every replica."""
+
+    def gradient_sync(self) -> ComponentSyncStrategy:
+        """The strategy itself: it implements the ``GradientSync`` protocol (for manual optimization)."""
+        return self
+
+    def no_sync(self) -> AbstractContextManager[object]:
+        return nullcontext()  # no DDP wrapper: nothing is reduced during a backward pass
+
+    def sync(self, params: Sequence[nn.Parameter] | None = None) -> SyncStats:
+        """Average this rank's component gradients with their other holders (collective over the world).
+        ``params``: every trainable parameter of this rank (None: the same), since a holder that left
+        one out would flatten a different buffer than the others."""
+        by_component = component_parameters(self.lightning_module)
+        if params is not None:
+            given = {id(p) for p in params}
+            left_out = sum(p.requires_grad and id(p) not in given for ps in by_component.values() for p in ps)
+            if left_out:
+                raise ValueError(f"{NAME}: sync() was given {len(given)} parameters but {left_out} trainable "
+                                 "component parameter(s) are not among them; pass all of them")
+        self.last_stats = sync_gradients(by_component, self.components, self.groups, rank=self.global_rank,
                                          device=self.root_device)
         return self.last_stats
 
-    def global_norm(self) -> torch.Tensor:
+    def global_norm(self, params: Sequence[nn.Parameter] | None = None) -> torch.Tensor:
         """The whole model's gradient norm (each component once), the same on every rank."""
-        params = component_parameters(self.lightning_module)
-        return global_grad_norm(params, self.components, rank=self.global_rank, device=self.root_device)
+        return global_grad_norm(self._component_parameters(params), self.components, rank=self.global_rank,
+                                device=self.root_device)
 
-    def clip_by_global_norm(self, max_norm: float) -> torch.Tensor:
+    def clip_by_norm(self, params: Sequence[nn.Parameter] | None, max_norm: float) -> torch.Tensor:
         """Norm clipping with the whole model's norm, the same on every rank; returns the norm."""
-        params = component_parameters(self.lightning_module)
-        return clip_by_global_norm(params, self.components, max_norm, rank=self.global_rank)
+        return clip_by_global_norm(self._component_parameters(params), self.components, max_norm, rank=self.global_rank)
+
+    def _component_parameters(self, params: Sequence[nn.Parameter] | None) -> dict[str, list[nn.Parameter]]:
+        by_component = component_parameters(self.lightning_module)
+        if params is None:
+            return by_component
+        wanted = {id(p) for p in params}
+        return {c: [p for p in ps if id(p) in wanted] for c, ps in by_component.items()}
 
     def optimizer_step(self, optimizer: Any, closure: Callable[[], Any], model: Any = None, **kwargs: Any) -> Any:
         def synced() -> Any:
             out = closure()  # forward + backward (automatic), or nothing (manual: backward already done)
-            if self.skip_next_sync:
-                self.skip_next_sync = False
-            else:
+            if self.lightning_module.automatic_optimization:  # manual: the module synchronised already
                 self.sync()
             self._clip_automatic()
             return out
@@ -161,7 +188,7 @@ class ComponentSyncStrategy(DDPStrategy):
             return
         scaler = getattr(self.precision_plugin, "scaler", None)
         scale = float(scaler.get_scale()) if scaler is not None else 1.0
-        self.clip_by_global_norm(float(val) * scale)
+        self.clip_by_norm(None, float(val) * scale)
 
     # ---- checkpoints --------------------------------------------------------------------------
     def lightning_module_state_dict(self) -> dict[str, Any]:

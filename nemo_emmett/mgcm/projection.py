@@ -10,39 +10,26 @@ without a primary gradient (missing, or all zeros) takes the auxiliary gradients
 Dots and norms are accumulated in fp32 whatever the gradient dtype.
 
 Plain functions over lists of tensors (one list per module, ``None`` for a missing gradient), so
-that they can be tested on hand-made vectors; :mod:`nemo_emmett.mgcm.step` applies the same
-rule inside the backward pass, module by module, without per-task gradient copies.
-
-Module granularity (:func:`group_parameters`): ``tensor`` (every parameter alone), ``module``
-(the submodule that owns a parameter, or a regex capture), ``component`` (named components).
+that they can be tested on hand-made vectors. The update itself is written once,
+:func:`subtract_projection_`: the backward hooks (``mgcm/backward.py``, inside the backward pass,
+without per-task gradient copies) and :func:`combine` (the synchronised path, ``mgcm/sync.py``, and
+the tests' reference) both call it. Which tensors form a module: ``mgcm/grouping.py``.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-
-GRANULARITIES = ("tensor", "module", "component")
-
-DEFAULT_MODULE_TYPES = {
-    "embeddings": r".*(shared|embed_tokens|embed_positions|lm_head|wte|wpe)\..*",
-    "perception": r"perception\..*",
-    "encoder": r".*encoder\..*",
-    "decoder": r".*decoder\..*",
-}
-"""Module types for the logged statistics: the first regex (full match) over a group's first
-parameter name wins; groups matching none are ``other``."""
 
 Grads = Sequence[torch.Tensor | None]
 
 
 @dataclass(frozen=True)
 class PairStats:
-    """fp32 0-d tensors over one module: ``dot = g_p . g_a``, ``primary_sq = |g_p|^2``,
-    ``aux_sq = |g_a|^2``."""
+    """fp32 tensors, 0-d over one module (or (G,) over G modules at once: every property is
+    elementwise): ``dot = g_p . g_a``, ``primary_sq = |g_p|^2``, ``aux_sq = |g_a|^2``."""
 
     dot: torch.Tensor
     primary_sq: torch.Tensor
@@ -100,6 +87,21 @@ def pair_stats(primary: Grads, aux: Grads) -> PairStats:
     return PairStats(dot, pp, aa)
 
 
+def subtract_projection_(targets: Grads, primary: Grads, coefficient: torch.Tensor) -> None:
+    """The MGCM update of one module, in place: ``targets[i] -= c primary[i]`` for every tensor with a
+    primary gradient (``targets[i]`` must then exist); ``c``: :attr:`PairStats.coefficient`, 0-d fp32,
+    0 outside conflicts.
+
+    A target is the auxiliary gradient (:func:`project_auxiliary`), or ``.grad`` already holding
+    ``g_a + g_p`` or ``g_p + projected g_a`` (the backward hooks): subtracting ``c g_p`` is the same
+    update either way, so it is written once. ``c`` stays a tensor (no host sync), so a module out of
+    conflict still costs the arithmetic."""
+    neg_c = -coefficient
+    for t, p in zip(targets, primary):
+        if p is not None:
+            t.addcmul_(p, neg_c)  # t - c p, in t's dtype
+
+
 def project_auxiliary(primary: Grads, aux: Grads) -> tuple[list[torch.Tensor | None], PairStats]:
     """The auxiliary gradients of one module after MGCM (new tensors; inputs are not modified),
     and the module's statistics. Non-conflicting, primary-less or zero-primary modules come back
@@ -107,14 +109,10 @@ def project_auxiliary(primary: Grads, aux: Grads) -> tuple[list[torch.Tensor | N
     it a component (``-c g_p``)."""
     stats = pair_stats(primary, aux)
     c = stats.coefficient
-    conflict = bool(c != 0)
-    out: list[torch.Tensor | None] = []
-    for p, a in zip(primary, aux):
-        if p is None or not conflict:
-            out.append(None if a is None else a.clone())
-            continue
-        step = (c * p.float()).to(p.dtype)
-        out.append(-step if a is None else a - step)
+    if not bool(c != 0):  # a host sync, which keeps missing gradients missing (no zeros built)
+        return [None if a is None else a.clone() for a in aux], stats
+    out = [a.clone() if a is not None else None if p is None else torch.zeros_like(p) for p, a in zip(primary, aux)]
+    subtract_projection_(out, primary, c)
     return out, stats
 
 
@@ -123,8 +121,8 @@ def combine(primary: Mapping[str, Grads], aux: Mapping[str, Mapping[str, Grads]]
     """The MGCM update per module: ``g_p + sum over auxiliary tasks of projected g_a``.
 
     ``primary``: module -> gradients of its tensors; ``aux``: task -> module -> gradients (the same
-    tensor order). A module may be missing from any task (no gradient). The reference that the
-    in-backward implementation is tested against."""
+    tensor order). A module may be missing from any task (no gradient). The synchronised path's
+    update, and the reference that the in-backward implementation is tested against."""
     modules = list(dict.fromkeys([*primary, *(m for task in aux.values() for m in task)]))
     out: dict[str, list[torch.Tensor | None]] = {}
     for m in modules:
@@ -141,65 +139,3 @@ def combine(primary: Mapping[str, Grads], aux: Mapping[str, Mapping[str, Grads]]
 
 def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
     return b if a is None else a if b is None else a + b
-
-
-def group_parameters(names: Iterable[str], *, granularity: str, module_patterns: Sequence[str] = (),
-                     components: Mapping[str, str] | None = None) -> dict[str, list[str]]:
-    """Group parameter names into MGCM modules, in order of first appearance.
-
-    - ``tensor``: every parameter is its own module.
-    - ``module``: the first of ``module_patterns`` (regexes with one capture group, full match over
-      the parameter name) that matches gives the module name, its capture; a parameter that
-      matches none belongs to the submodule that owns it (the name without its last part: a
-      Linear's weight and bias, a norm's scale and shift, go together).
-    - ``component``: ``components`` maps component names to regexes (full match); the first that
-      matches names the module. Every parameter must match one. Modular (MAMMOTH) models supply
-      them from their named components (``mgcm_components``); other models take them from YAML.
-    """
-    names = list(names)
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"mgcm.granularity must be one of {GRANULARITIES}, got {granularity!r}")
-    groups: dict[str, list[str]] = {}
-    if granularity == "tensor":
-        for n in names:
-            groups[n] = [n]
-        return groups
-    if granularity == "module":
-        regexes = [_compile(p, "mgcm.module_patterns", need_group=True) for p in module_patterns]
-        for n in names:
-            m = next((m for r in regexes if (m := r.fullmatch(n))), None)
-            key = m.group(1) if m is not None else (n.rsplit(".", 1)[0] if "." in n else n)
-            groups.setdefault(key, []).append(n)
-        return groups
-    if not components:
-        raise ValueError("mgcm.granularity=component needs mgcm.components: {name: regex over parameter names}")
-    regexes = {c: _compile(p, f"mgcm.components.{c}") for c, p in components.items()}
-    unmatched = []
-    for n in names:
-        key = next((c for c, r in regexes.items() if r.fullmatch(n)), None)
-        if key is None:
-            unmatched.append(n)
-        else:
-            groups.setdefault(key, []).append(n)
-    if unmatched:
-        raise ValueError(f"mgcm.components: {len(unmatched)} parameter(s) match no component pattern, e.g. "
-                         f"{unmatched[:3]}; add a pattern for them (a catch-all: {{rest: '.*'}})")
-    return groups
-
-
-def module_type(name: str, types: Mapping[str, str]) -> str:
-    """The first type whose regex fully matches ``name``, else ``other``."""
-    for t, pattern in types.items():
-        if re.fullmatch(pattern, name):
-            return t
-    return "other"
-
-
-def _compile(pattern: str, key: str, need_group: bool = False) -> re.Pattern:
-    try:
-        r = re.compile(pattern)
-    except re.error as e:
-        raise ValueError(f"{key}: {pattern!r} is not a valid regex ({e})") from e
-    if need_group and r.groups < 1:
-        raise ValueError(f"{key}: {pattern!r} needs a capture group naming the module, e.g. '(backbone\\.encoder\\.block\\.\\d+)\\..*'")
-    return r

@@ -1,12 +1,14 @@
-"""MGCM under ``trainer.strategy: component_sync``: the projection of *synchronised* per-task gradients.
+"""MGCM with a gradient sync that asks for it (``sync_each_task``: ``trainer.strategy: component_sync``):
+the projection of *synchronised* per-task gradients.
 
 Each task's gradient is averaged among the holders of every component first (MAMMOTH's sync, once
 per task), then every rank projects, module by module, the synchronised auxiliary gradients off
-the synchronised primary one (``parts/mgcm.py``'s ``combine``). Shared replicas therefore project
+the synchronised primary one (``mgcm/projection.py``'s ``combine``, built on the same
+``subtract_projection_`` as the backward hooks). Shared replicas therefore project
 identical gradients and stay identical, and the conflict is judged on what the update will be
 made of, not on one rank's share of the data. The cost: one sync per task in the step, and one
 gradient-sized buffer per auxiliary task (usually one: ASR beside ST), against the single combined
-sync and in-backward projection of the other path (``parts/mgcm_step.py``).
+sync and in-backward projection of the other path (``mgcm/backward.py``).
 
 Ranks must enter the same collectives: the tasks of the step are the union over ranks (one
 ``all_gather_object``), synchronised in sorted order; a rank without a task's examples contributes
@@ -18,17 +20,15 @@ really used a component.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from nemo_emmett.data.batch import TranslationBatch
+from nemo_emmett.mgcm.model import ModularModel
 from nemo_emmett.mgcm.projection import combine, pair_stats
+from nemo_emmett.parts.gradient_sync import GradientSync
 from nemo_emmett.parts.metrics import all_gather_objects
-
-if TYPE_CHECKING:
-    from nemo_emmett.models.base import TranslationModel
 
 
 def step_tasks(local: list[str]) -> list[str]:
@@ -36,9 +36,9 @@ def step_tasks(local: list[str]) -> list[str]:
     return sorted({t for tasks in all_gather_objects(sorted(local)) for t in tasks})
 
 
-def synced_backward(model: TranslationModel, strategy: Any, batch: TranslationBatch, shares: dict[str, torch.Tensor],
+def synced_backward(model: ModularModel, sync: GradientSync, batch: Any, shares: dict[str, torch.Tensor],
                     primary_task: str, groups: dict[str, list[nn.Parameter]]) -> dict[str, torch.Tensor]:
-    """Per-task backward passes, each synchronised by ``strategy``; ``.grad`` ends with
+    """Per-task backward passes, each synchronised by ``sync``; ``.grad`` ends with
     ``g_p + sum_a project(g_a)`` of the synchronised gradients. Returns (G, 3) ``[dot, |g_p|^2, |g_a|^2]``
     per module for each auxiliary task (as ``MGCMStep.backward``)."""
     shares = {t: s for t, s in shares.items() if s.requires_grad}
@@ -57,7 +57,7 @@ def synced_backward(model: TranslationModel, strategy: Any, batch: TranslationBa
             for name, p in named.items():
                 if p.grad is not None and owner[name] not in reached:
                     p.grad = None  # zeros routed back from the other tasks' rows: not a use
-        strategy.sync()
+        sync.sync(params)
         synced[task] = {p: p.grad for p in params if p.grad is not None}
     primary = synced.pop(primary_task, {})
     by_module = {m: [primary.get(p) for p in members] for m, members in groups.items()}

@@ -52,7 +52,7 @@ class TranslationModel(pl.LightningModule, ABC):
             apply_lora(self, lc.targets, r=lc.r, alpha=lc.alpha, dropout=lc.dropout)
         freeze_by_regex(self, self.cfg.freeze)
         log.info("%s: %s", type(self).__name__, trainable_summary(self))
-        # MGCM runs several backward passes per step: Lightning's manual optimization (parts/mgcm_step.py)
+        # MGCM runs several backward passes per step: Lightning's manual optimization (mgcm/step.py)
         self.mgcm = (MGCMStep(self.cfg.mgcm, self.named_parameters(), components=self.mgcm_components())
                      if self.cfg.mgcm.enabled else None)
         self.automatic_optimization = self.mgcm is None

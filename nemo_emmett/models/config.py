@@ -1,4 +1,4 @@
-"""Typed model configuration: the one place where model defaults live.
+"""Typed model configuration: the one place where model defaults live (MGCM's: ``mgcm/config.py``).
 
 ``cfg.model`` from Hydra arrives as a plain dict and is validated against these dataclasses
 (unknown keys are errors)."""
@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from nemo_emmett.mgcm.config import MGCMConfig
 from nemo_emmett.modules.cross_attention import CrossAttentionConfig
 from nemo_emmett.modules.perception import PerceptionConfig
 
@@ -47,40 +48,6 @@ class BackboneConfig:
     """Local folder written by ``save_pretrained`` (T5, mT5, Marian, NLLB ...); never downloaded."""
     config: dict[str, Any] = field(default_factory=dict)
     """Hugging Face config fields for a random-init backbone (``model_type`` selects the family)."""
-
-
-@dataclass
-class MGCMConfig:
-    """Modular gradient conflict mitigation (``nemo_emmett/parts/mgcm.py``, wiring in ``parts/mgcm_step.py``)."""
-
-    enabled: bool = False
-    """True: manual optimization; per-task backward passes; each auxiliary task's gradient is projected,
-    module by module, off the primary one where they conflict (negative cosine)."""
-    primary_task: str = "st"
-    """The task whose gradient is never changed (a value of ``TranslationBatch.tasks``)."""
-    granularity: str = "module"
-    """``tensor`` (each parameter), ``module`` (the owning submodule, or ``module_patterns``) or
-    ``component`` (``components``)."""
-    module_patterns: list[str] = field(default_factory=list)
-    """``module`` granularity: regexes (full match over parameter names) with one capture group that
-    names the module, e.g. ``'(backbone\\.(?:en|de)coder\\.block\\.\\d+\\.layer\\.\\d+)\\..*'`` (a T5
-    sub-layer); parameters matching none go by their owning submodule."""
-    components: dict[str, str] | None = None
-    """``component`` granularity: {name: regex (full match over parameter names)}; the first match names
-    a parameter's component, every parameter must match one. null with a modular (MAMMOTH) model: its
-    own named components."""
-    module_types: dict[str, str] | None = None
-    """Types for the logged statistics, {type: regex over a module's first parameter name}, first
-    match wins, else ``other``; null: ``parts.mgcm.DEFAULT_MODULE_TYPES`` (embeddings, perception,
-    encoder, decoder)."""
-    log_every_n_steps: int | None = None
-    """Statistics are averaged over this many steps and logged at the window's end; null: the
-    trainer's ``log_every_n_steps`` (use a multiple of it, loggers write on its steps)."""
-    gradient_clip_val: float | None = None
-    """Gradient clipping, done by the MGCM step (Lightning refuses ``trainer.gradient_clip_val`` with
-    manual optimization; ``examples/train.py`` moves it here)."""
-    gradient_clip_algorithm: str = "norm"
-    """``norm`` or ``value``."""
 
 
 @dataclass

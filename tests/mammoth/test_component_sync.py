@@ -43,3 +43,27 @@ def test_holders_and_groups_in_one_order():
     assert holder_sets(holders) == [(0, 1), (0, 1, 2)]  # one group per distinct holder set, sorted
     per_rank = [[c for c, r in holders.items() if k in r] for k in range(3)]
     assert holders_from_components(per_rank) == holders
+
+
+def test_the_strategy_is_a_gradient_sync_and_never_syncs_a_manual_step_again(monkeypatch):
+    """Under manual optimization (MGCM) the module synchronises through ``gradient_sync()``; the
+    strategy's ``optimizer_step`` syncs only automatic steps, so nothing is averaged twice."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from nemo_emmett.mammoth.strategy import ComponentSyncStrategy
+    from nemo_emmett.parts.gradient_sync import GradientSyncProvider, gradient_sync_for
+
+    strategy = ComponentSyncStrategy()
+    assert not hasattr(strategy, "skip_next_sync")
+    assert isinstance(strategy, GradientSyncProvider) and gradient_sync_for(strategy) is strategy
+    assert strategy.sync_each_task  # MGCM projects synchronised per-task gradients
+    monkeypatch.setattr(DDPStrategy, "optimizer_step", lambda self, opt, closure, model=None, **kw: closure())
+    syncs = []
+    monkeypatch.setattr(strategy, "sync", lambda params=None: syncs.append(params))
+    trainer = SimpleNamespace(gradient_clip_val=None, gradient_clip_algorithm=None)
+    for automatic in (False, True, False):
+        strategy._lightning_module = SimpleNamespace(automatic_optimization=automatic, trainer=trainer)
+        assert strategy.optimizer_step(None, lambda: "closure ran") == "closure ran"
+    assert syncs == [None]  # the automatic step only

@@ -137,6 +137,7 @@ def test_lightning_strategy_trains_replicas_alike_and_resumes(e2e_cfg, tmp_path,
     ps = {c: sum(v.numel() for k, v in states[0].items() if c.replace(".", "_") in k.replace(".", "_"))
           for c in ("embed.full", "encoder.0.en")}
     assert full[0]["bytes"] == 4 * len(holders) + 4 * sum(ps.values())
+    assert full[0]["sync_steps"] == full[1]["sync_steps"] == list(range(6))  # one sync per automatic step
 
     run_killed(e2e_cfg, tmp_path / "killed", 6, kill_at=4)
     ckpt = next((tmp_path / "killed" / "ckpt").glob("*step=3.ckpt"))  # written before the kill
@@ -153,7 +154,8 @@ def test_lightning_strategy_trains_replicas_alike_and_resumes(e2e_cfg, tmp_path,
 
 def test_mgcm_manual_optimization_under_component_sync(e2e_cfg, tmp_path, monkeypatch):
     """MGCM steps the optimizer itself: no DDP all-reduce over differing parameters, the strategy's
-    sync inside opt.step(), global-norm clipping; replicas stay identical."""
+    sync once per task (one task here) through its gradient sync and never again in opt.step(),
+    global-norm clipping; replicas stay identical."""
     monkeypatch.setenv("NEMO_EMMETT_CACHE", str(tmp_path / "cache"))
     cfg = {**e2e_cfg, "model": {**e2e_cfg["model"], "mgcm": {"enabled": True, "primary_task": "mt",
                                                               "granularity": "component", "gradient_clip_val": 0.5}}}
@@ -162,6 +164,7 @@ def test_mgcm_manual_optimization_under_component_sync(e2e_cfg, tmp_path, monkey
     shared = [k for k in states[0] if k in states[1]]
     assert shared and all(torch.equal(states[0][k], states[1][k]) for k in shared)
     assert out[0]["used"]["embed.full"] == 2
+    assert out[0]["sync_steps"] == out[1]["sync_steps"] == [0, 1]
 
 
 def test_validation_under_component_sync_gathers_every_rank_tasks(e2e_cfg, tmp_path, monkeypatch):

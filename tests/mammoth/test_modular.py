@@ -231,7 +231,7 @@ def test_mgcm_projects_per_component_and_only_where_tasks_share_one(spm_path, on
 
 
 def test_mgcm_synced_path_projects_synchronised_task_gradients(spm_path, tmp_path, one_torch_thread):
-    """parts/mgcm_sync.py on one gloo rank (the sync is then the identity): the same update as the
+    """mgcm/sync.py on one gloo rank (the sync is then the identity): the same update as the
     reference projection of per-task gradients."""
     from types import SimpleNamespace
 
@@ -260,11 +260,13 @@ def test_mgcm_synced_path_projects_synchronised_task_gradients(spm_path, tmp_pat
                                                 component_of=model.component_of,
                                                 named_parameters=model.named_parameters,
                                                 components_reached=model.components_reached),
-                                SimpleNamespace(sync=lambda: syncs.append(seen())), batch, loss.task_shares(), "st", groups)
+                                SimpleNamespace(sync=lambda ps: syncs.append((seen(), len(ps)))), batch,
+                                loss.task_shares(), "st", groups)
     finally:
         dist.destroy_process_group()
     # one sync per task, asr then st; the zeros routed back to the other task's stack are not a use
-    assert syncs == [{"decoder.1.de": False, "decoder.1.en": True}, {"decoder.1.de": True, "decoder.1.en": False}]
+    assert syncs == [({"decoder.1.de": False, "decoder.1.en": True}, len(params)),
+                     ({"decoder.1.de": True, "decoder.1.en": False}, len(params))]  # every parameter, each time
     assert_grads_equal(groups, reference)
     dot, pp, aa = stats["asr"].unbind(1)
     names = list(groups)

@@ -138,6 +138,14 @@ def lightning_worker(rank: int, world_size: int, port: int, cfg: dict, out_dir: 
                          callbacks=[seen, ModelCheckpoint(dirpath=Path(out_dir) / "ckpt", every_n_train_steps=3,
                                                           save_top_k=-1)])
     assert isinstance(trainer.strategy, ComponentSyncStrategy)
+    sync_steps = []  # the global step of every gradient sync
+    strategy_sync = trainer.strategy.sync
+
+    def counted_sync(*args, **kwargs):
+        sync_steps.append(trainer.global_step)
+        return strategy_sync(*args, **kwargs)
+
+    trainer.strategy.sync = counted_sync
     modular, rank_directions = rank_task_table(cfg["model"]["modular"], trainer.world_size, trainer.global_rank)
     model = ModularTranslation({**cfg["model"], "modular": modular})
     data = EmmettDataModule(cfg["data"], text=model.text, rank_directions=rank_directions)
@@ -148,4 +156,5 @@ def lightning_worker(rank: int, world_size: int, port: int, cfg: dict, out_dir: 
     holders = {name: list(c.holders) for name, c in trainer.strategy.components.items()}
     model_holders = {name: list(c.holders) for name, c in model.components.items()}
     torch.save({"ids": seen.ids, "state": model.state_dict(), "holders": holders, "model_holders": model_holders,
-                "bytes": stats.bytes, "used": stats.used, "metrics": metrics}, Path(out_dir) / f"rank{rank}.pt")
+                "bytes": stats.bytes, "used": stats.used, "metrics": metrics, "sync_steps": sync_steps},
+               Path(out_dir) / f"rank{rank}.pt")

@@ -1,6 +1,7 @@
 """MGCM inside training: the in-backward projection against per-task autograd gradients, and
 Lightning runs (fp32, bf16-mixed, clipping, a non-finite gradient) on a tiny SALM-T5."""
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -13,10 +14,12 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
+from lightning.pytorch.strategies import SingleDeviceStrategy
 
+from nemo_emmett.mgcm.config import prepare_trainer_config
 from nemo_emmett.mgcm.projection import combine, pair_stats
-from nemo_emmett.mgcm.step import prepare_trainer_config
 from nemo_emmett.models.salm_t5 import SalmT5
+from nemo_emmett.parts.gradient_sync import local_grad_norm
 from tests.models.test_salm_t5 import text_batch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -226,6 +229,63 @@ def test_non_finite_gradient_skips_the_step(mgcm_cfg):
     assert all(torch.equal(before[n], after[n]) for n in before)
     assert not trainer.optimizers[0].state  # AdamW took no step at all
     assert float(trainer.callback_metrics["mgcm/skipped_steps"]) == 2.0
+
+
+class RecordingSync:
+    """A gradient sync (``parts/gradient_sync.py``'s protocol) that records what the step asks of it."""
+
+    def __init__(self, sync_each_task=False):
+        self.sync_each_task = sync_each_task
+        self.calls = []
+        self.synced = []  # per sync: (number of parameters, how many hold a gradient)
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        self.calls.append("no_sync")
+        yield
+        self.calls.append("end_no_sync")
+
+    def sync(self, params):
+        self.calls.append("sync")
+        self.synced.append((len(params), sum(p.grad is not None for p in params)))
+
+    def global_norm(self, params):
+        self.calls.append("global_norm")
+        return local_grad_norm(params)
+
+    def clip_by_norm(self, params, max_norm):
+        self.calls.append(("clip_by_norm", max_norm))
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+
+class OwnSyncStrategy(SingleDeviceStrategy):
+    """A strategy of no class MGCM knows: only its ``gradient_sync()`` matters."""
+
+    def __init__(self, sync):
+        super().__init__(device="cpu")
+        self.own_sync = sync
+
+    def gradient_sync(self):
+        return self.own_sync
+
+
+def test_the_step_synchronises_through_the_strategy_s_gradient_sync(mgcm_cfg):
+    mgcm_cfg["mgcm"]["gradient_clip_val"] = 0.5
+    model = SalmT5(mgcm_cfg)
+    sync = RecordingSync()
+    before = snapshot(model)
+    trainer = fit(model, [st_asr_batch(model)], steps=2, strategy=OwnSyncStrategy(sync))
+    assert trainer.global_step == 2 and any(not torch.equal(before[n], p) for n, p in snapshot(model).items())
+    # backward passes under no_sync, one sync of the combined gradient, then the norm and the clip
+    assert sync.calls == ["no_sync", "end_no_sync", "sync", "global_norm", ("clip_by_norm", 0.5)] * 2
+    trainable = sum(p.requires_grad for p in model.parameters())
+    assert [n for n, _ in sync.synced] == [trainable] * 2 and all(g > 0 for _, g in sync.synced)
+
+
+def test_a_sync_per_task_needs_a_modular_model(mgcm_cfg):
+    model = SalmT5(mgcm_cfg)
+    with pytest.raises(TypeError, match="SalmT5: a gradient sync per task .* needs a modular model"):
+        fit(model, [st_asr_batch(model)], steps=1, strategy=OwnSyncStrategy(RecordingSync(sync_each_task=True)))
 
 
 def test_trainer_config_moves_clipping_into_the_model():
