@@ -1,6 +1,7 @@
 """Typed data configuration: the one place where data defaults live.
 
-``cfg.data`` from Hydra is validated against :class:`DataConfig` (unknown keys are errors)."""
+Hydra composes ``cfg.data`` on top of :class:`DataConfig` (``nemo_emmett/config_store.py``; unknown keys
+are errors); :func:`parse_data_config` turns it, or a plain dict, into the dataclass."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from nemo_emmett.data.prepare.demo import DemoCorpusConfig
 
 
 @dataclass
@@ -34,20 +37,12 @@ class BucketConfig:
 
 
 @dataclass
-class DemoConfig:
+class DemoConfig(DemoCorpusConfig):
+    """The embedded demo corpus (:class:`DemoCorpusConfig`: its sizes, seed, languages, voices), used when
+    ``train_sources`` is empty."""
+
     enabled: bool = True
-    """Build the embedded demo corpus and use it when no sources are given."""
-    max_number: int = 999
-    """Numbers come from 0..max_number (999: short, regular targets a tiny model learns in minutes)."""
-    num_train: int = 800
-    """Spoken training numbers (shared by the ASR and ST sources)."""
-    num_val: int = 100
-    """Held-out numbers, never seen in training."""
-    num_mt_train: int = 900
-    """Text pairs per MT direction."""
-    seed: int = 1234
-    root: str | None = None
-    """None: under ${NEMO_EMMETT_CACHE:-~/.cache/nemo_emmett}/demo/, keyed by content."""
+    """Build (once, cached) and use the demo corpus when no sources are given."""
 
 
 @dataclass
@@ -62,19 +57,24 @@ class TokenizerConfig:
 @dataclass
 class DataConfig:
     train_sources: list[dict[str, Any]] = field(default_factory=list)
-    """Each: name, path, task, source_lang, target_lang, dataset, weight | num_examples, introduce_at_step."""
+    """Each: name, path, task, source_lang, target_lang, dataset, weight | num_examples; optionally
+    ``introduce_at_step: N`` (joins the mix at about step N: a curriculum). Empty: the demo corpus."""
     validation_sources: list[dict[str, Any]] = field(default_factory=list)
     demo: DemoConfig = field(default_factory=DemoConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     temperature: float = 1.0
-    """Source weights p_i ~ n_i^(1/T) for sources without an explicit weight."""
+    """Source weights p_i ~ n_i^(1/T) for sources without an explicit weight; a higher T flattens the mix."""
     seed: int = 1234
+    """The data stream's seed (the model's initialisation uses the top-level ``seed``)."""
     jitter: float = 0.5
+    """0: strict smooth round robin over sources; < 1: random order with bounded drift from the weights."""
     shuffle_buffer: int = 1000
     token_equivalent_duration: float = 0.08
-    """Seconds of speech counted as one input token for bucketing."""
+    """Seconds of speech counted as one input token for bucketing (8x subsampled 10 ms frames, the
+    perception's ``subsampling_factor``)."""
     audio_buckets: BucketConfig = field(default_factory=BucketConfig)
-    text_buckets: BucketConfig = field(default_factory=BucketConfig)
+    text_buckets: BucketConfig = field(default_factory=lambda: BucketConfig(num_input_bins=4))
+    """Text inputs (tokens) span a narrower range than speech inputs (frames): fewer input bins."""
     estimation_examples: int = 2000
     """Examples read per source to estimate bins."""
     max_wait: int = 20000
@@ -82,6 +82,7 @@ class DataConfig:
     num_workers: int = 2
     val_batch_size: int = 32
     sampling_rate: int = 16000
+    """Audio is resampled to this rate on loading: the rate of the model's perception (``sample_rate``)."""
 
 
 def parse_data_config(cfg: DictConfig | dict[str, Any] | DataConfig) -> DataConfig:

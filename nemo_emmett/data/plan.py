@@ -63,11 +63,9 @@ class DataPlan:
 
 def demo_sources(dc: DemoConfig) -> tuple[list[SourceSpec], list[SourceSpec]]:
     """Train and validation sources of the embedded demo corpus (built on first use, then cached)."""
-    from nemo_emmett.data.prepare.demo import DemoCorpusConfig, build_demo_corpus
+    from nemo_emmett.data.prepare.demo import build_demo_corpus
 
-    corpus = build_demo_corpus(DemoCorpusConfig(root=dc.root, seed=dc.seed, max_number=dc.max_number,
-                                                num_train=dc.num_train, num_val=dc.num_val,
-                                                num_mt_train=dc.num_mt_train))
+    corpus = build_demo_corpus(dc)
     return corpus.source_specs("train"), corpus.source_specs("validation")
 
 

@@ -30,7 +30,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -58,18 +58,22 @@ _MIN_VAL_NUMBER = 10
 
 @dataclass
 class DemoCorpusConfig:
+    """The corpus; also the data config's ``demo`` block (``data.config.DemoConfig`` adds ``enabled``),
+    so these defaults are the demo every default config trains on."""
+
     root: str | None = None
     """Where the corpus goes; None: ``${NEMO_EMMETT_CACHE:-~/.cache/nemo_emmett}/demo/<key>``."""
     seed: int = 1234
     """Drives the split, the sampled numbers and the voices."""
-    num_train: int = 1500
+    num_train: int = 800
     """Distinct training numbers spoken (each clip is shared by the ASR and every ST source)."""
     num_val: int = 100
-    """Held-out numbers, the same for every validation source."""
-    num_mt_train: int = 2000
+    """Held-out numbers, the same for every validation source, never seen in training."""
+    num_mt_train: int = 900
     """Training pairs per MT direction (drawn from all non-validation numbers)."""
-    max_number: int = 9999
-    """Numbers come from ``0..max_number``."""
+    max_number: int = 999
+    """Numbers come from ``0..max_number`` (999: short, regular targets a tiny model learns in minutes;
+    9999 adds the four-digit numbers)."""
     speech_lang: str = "en"
     """Language of the speech and of the ASR targets; must be in ``languages``."""
     languages: tuple[str, ...] = ("en", "de", "fr", "es")
@@ -125,8 +129,9 @@ class DemoCorpusConfig:
             )
 
     def content_fields(self) -> dict[str, Any]:
-        """Everything that determines the corpus content (not where it lives or how fast it builds)."""
-        d = asdict(self)
+        """Everything that determines the corpus content (not where it lives or how fast it builds, nor
+        what a subclass such as the data config's ``DemoConfig`` adds)."""
+        d = {f.name: getattr(self, f.name) for f in fields(DemoCorpusConfig)}
         del d["root"], d["num_workers"]
         return d
 
