@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from nemo_emmett.data.examples import AUDIO_TASKS, TASKS
 from nemo_emmett.mammoth.sharing import check_id, parse_component
 from nemo_emmett.models.config import ModelConfig
+from nemo_emmett.parts.text_processor import DEFAULT_PROMPT
 
 
 @dataclass
@@ -33,7 +34,7 @@ class ModularTaskConfig:
     """Embeds the decoder input and, tied, scores the output."""
     perception: str | None = None
     """``perception.full`` for audio tasks (one speech encoder shared by every audio task)."""
-    prompt: str = "<{target_lang}>"
+    prompt: str = DEFAULT_PROMPT
     """Prompt before the input; may use {task}, {source_lang}, {target_lang}. The target-language tag
     is needed where a decoder serves several target languages; '' for none."""
     encoder_adapter: str | None = None
