@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nemo_emmett.config_store import compose_config  # noqa: E402
 from nemo_emmett.data.config import parse_data_config  # noqa: E402
 from nemo_emmett.data.plan import build_plan  # noqa: E402
 
@@ -61,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.text_buckets.num_input_bins=8")
     args = p.parse_args(argv)
 
-    with initialize_config_dir(config_dir=str(Path(args.config_dir).resolve()), version_base="1.3"):
-        cfg = compose(config_name=args.config_name, overrides=args.overrides)
+    cfg = compose_config(args.config_name, args.overrides, config_dir=args.config_dir)
     data_cfg = parse_data_config(cfg.data)
     plan = build_plan(data_cfg)
     lengths = plan.lengths

@@ -12,10 +12,9 @@ import itertools
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nemo_emmett.config_store import compose_config  # noqa: E402
 from nemo_emmett.data.datamodule import EmmettDataModule  # noqa: E402
 from nemo_emmett.data.report import format_summary, summarize_batches  # noqa: E402
 
@@ -27,8 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-batches", type=int, default=300, help="training batches to draw for the summary")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.temperature=2.0")
     args = p.parse_args(argv)
-    with initialize_config_dir(config_dir=str(Path(args.config_dir).resolve()), version_base="1.3"):
-        cfg = compose(config_name=args.config_name, overrides=args.overrides)
+    cfg = compose_config(args.config_name, args.overrides, config_dir=args.config_dir)
 
     dm = EmmettDataModule(cfg.data)
     dm.setup("fit")

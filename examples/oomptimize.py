@@ -18,11 +18,11 @@ import logging
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nemo_emmett.config_store import compose_config  # noqa: E402
 from nemo_emmett.oomptimizer.callback import OOMptimizer, measure_for_trainer, save_json  # noqa: E402
 
 
@@ -40,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from nemo_emmett.data.datamodule import EmmettDataModule
     from nemo_emmett.training import build_model
 
-    with initialize_config_dir(config_dir=str(Path(args.config_dir).resolve()), version_base=None):
-        cfg = compose(config_name=args.config_name, overrides=args.overrides)
+    cfg = compose_config(args.config_name, args.overrides, config_dir=args.config_dir)
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     for key in ("logger", "enable_checkpointing"):
         trainer_cfg.pop(key, None)

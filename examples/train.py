@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a plain
 from nemo.core.config import hydra_runner  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from nemo_emmett.config_store import register_configs  # noqa: E402
 from nemo_emmett.training import train  # noqa: E402
 
 
@@ -27,4 +28,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    register_configs()  # the typed schemas conf/*.yaml start from (their defaults: [schema: ...])
     main()
