@@ -1,6 +1,6 @@
 """MAMMOTH meta-config: a few lines about languages, corpora and sharing -> the complete Hydra config.
 
-``examples/config_config.py`` reads a meta-config (:class:`MetaConfig`, ``parts/meta_schema.py``), expands it here with
+``examples/config_config.py`` reads a meta-config (:class:`MetaConfig`, ``mammoth/meta/schema.py``), expands it here with
 :func:`expand`, and writes the explicit config (:func:`render_config`): ``data.train_sources`` and
 ``data.validation_sources`` with sizes and weights, and ``model.modular`` with one task per
 direction, its named components (:mod:`nemo_emmett.mammoth.sharing`), prompt, the language groups
