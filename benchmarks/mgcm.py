@@ -79,9 +79,9 @@ CLIP = 1.0
 # Set-up: config, data, model
 # ---------------------------------------------------------------------------------------------
 def compose_config(overrides: list[str]):
-    from nemo_emmett.config_store import compose_config
+    from nemo_emmett.config_store import compose_config as compose
 
-    return compose_config("salm_t5", overrides, config_dir=REPO / "conf")
+    return compose("salm_t5", overrides, config_dir=REPO / "conf")
 
 
 def take_batches(data, n: int) -> list[dict[str, Any]]:

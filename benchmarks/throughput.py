@@ -73,9 +73,9 @@ METHODS = ("fixed", "1d", "2d_oomptimizer")
 
 # ---- data ----------------------------------------------------------------------------------------
 def compose_config(overrides: list[str]):
-    from nemo_emmett.config_store import compose_config
+    from nemo_emmett.config_store import compose_config as compose
 
-    return compose_config("salm_t5", overrides, config_dir=REPO / "conf")
+    return compose("salm_t5", overrides, config_dir=REPO / "conf")
 
 
 def multi30k_sources(num_speech: int) -> tuple[list[dict[str, Any]], str]:

@@ -71,8 +71,7 @@ def train(cfg: DictConfig) -> pl.LightningModule:
     if isinstance(trainer.strategy, ComponentSyncStrategy):  # each rank builds and reads only its tasks
         full_modular = OmegaConf.to_container(cfg.model.modular, resolve=True)
         mine, rank_directions = rank_task_table(full_modular, trainer.world_size, trainer.global_rank)
-        with open_dict(cfg):
-            cfg.model.modular = mine
+        cfg.model.modular.merge_with(mine)  # a typed node: merged into (its lists replaced), not assigned a dict
     data = EmmettDataModule(cfg.data, rank_directions=rank_directions)
     data.setup("fit")
     model = build_model(cfg, data.plan.tokenizer_path)

@@ -105,6 +105,17 @@ def test_an_optimizer_with_another_target_replaces_the_default_block():
                                    "weight_decay": 0.0}, "lr_scheduler": None}
 
 
+def test_a_rank_task_table_merges_into_the_typed_modular_node():
+    """training.py under component_sync: the rank's tasks replace the table in the composed (typed) config."""
+    from nemo_emmett.mammoth.sync import rank_task_table
+
+    cfg = compose_config("mammoth", config_dir=CONF)
+    mine, _ = rank_task_table(OmegaConf.to_container(cfg.model.modular, resolve=True), 2, 1)
+    cfg.model.modular.merge_with(mine)
+    model = parse_model_config(cfg.model, get_class(cfg.model_class).config_class)
+    assert [t.name for t in model.modular.tasks] == [t["name"] for t in mine["tasks"]] and 0 < len(mine["tasks"]) < 10
+
+
 def test_every_config_file_opens_with_a_launch_comment():
     for path in CONF.rglob("*.yaml"):
         assert path.read_text().startswith("#"), f"{path} should open with a comment (launch command, overrides)"
