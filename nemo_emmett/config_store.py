@@ -23,7 +23,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import II, MISSING, DictConfig, OmegaConf
 
 from nemo_emmett.data.config import DataConfig
 from nemo_emmett.mammoth.modular_salm import ModularSalmT5Config
@@ -86,7 +86,8 @@ class RunConfig:
     shar_root: str = MISSING
     """Root of prepared Shar folders, for ``${shar_root}`` in source paths (``examples/prepare_data.py --out``):
     required where a path names it, never read elsewhere. (A YAML's ``???`` cannot undo a schema default.)"""
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataConfig = field(default_factory=lambda: DataConfig(sampling_rate=II("model.perception.sample_rate")))
+    """The data's ``sampling_rate`` is the model's: audio is resampled to the rate its perception takes."""
     oomptimizer: OOMptimizerConfig = field(default_factory=OOMptimizerConfig)
     """Size each bucket's batch to fill memory, measured on the model before fit (``enabled=true``)."""
     trainer: dict[str, Any] = field(default_factory=lambda: dict(TRAINER))

@@ -105,6 +105,12 @@ def test_an_optimizer_with_another_target_replaces_the_default_block():
                                    "weight_decay": 0.0}, "lr_scheduler": None}
 
 
+def test_the_data_sampling_rate_is_the_perception_sample_rate():
+    cfg = compose_config("salm_t5", ["model.perception.sample_rate=8000"], config_dir=CONF)
+    assert parse_data_config(cfg.data).sampling_rate == 8000 == parse_model_config(cfg.model).perception.sample_rate
+    assert compose_config("salm_t5", config_dir=CONF).data.sampling_rate == 16000
+
+
 def test_a_rank_task_table_merges_into_the_typed_modular_node():
     """training.py under component_sync: the rank's tasks replace the table in the composed (typed) config."""
     from nemo_emmett.mammoth.sync import rank_task_table

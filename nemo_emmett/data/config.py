@@ -82,7 +82,7 @@ class DataConfig:
     num_workers: int = 2
     val_batch_size: int = 32
     sampling_rate: int = 16000
-    """Audio is resampled to this rate on loading: the rate of the model's perception (``sample_rate``)."""
+    """Audio is resampled to this rate on loading; composed configs tie it to ``model.perception.sample_rate``."""
 
 
 def parse_data_config(cfg: DictConfig | dict[str, Any] | DataConfig) -> DataConfig:

@@ -28,6 +28,7 @@ import lightning.pytorch as pl
 import torch
 from tqdm.auto import tqdm
 
+from nemo_emmett.data.config import DataConfig
 from nemo_emmett.data.sampler import ModalityBuckets
 from nemo_emmett.oomptimizer.memory import PeakMeter, resident_bytes
 from nemo_emmett.oomptimizer.probe import ProbeResult, StepProbe
@@ -248,8 +249,8 @@ class ProbeSetting:
     precision: str
     world_size: int = 1
     gradient_clip_val: float | None = None
-    token_equivalent_duration: float = 0.08
-    sampling_rate: int = 16000
+    token_equivalent_duration: float = DataConfig.token_equivalent_duration
+    sampling_rate: int = DataConfig.sampling_rate
     prompt_len: int = 1
 
 
