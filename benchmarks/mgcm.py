@@ -80,10 +80,9 @@ CLIP = 1.0
 # Set-up: config, data, model
 # ---------------------------------------------------------------------------------------------
 def compose_config(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
+    from nemo_emmett.config_store import compose_config as compose
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="salm_t5", overrides=overrides)
+    return compose("salm_t5", overrides, config_dir=REPO / "conf")
 
 
 def take_batches(data, n: int) -> list[TranslationBatch]:

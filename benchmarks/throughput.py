@@ -68,10 +68,9 @@ METHODS = ("fixed", "1d", "2d_oomptimizer")
 
 # ---- data ----------------------------------------------------------------------------------------
 def compose_config(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
+    from nemo_emmett.config_store import compose_config as compose
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base=None):
-        return compose(config_name="salm_t5", overrides=overrides)
+    return compose("salm_t5", overrides, config_dir=REPO / "conf")
 
 
 def multi30k_sources(num_speech: int) -> tuple[list[dict[str, Any]], str]:

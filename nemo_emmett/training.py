@@ -59,8 +59,7 @@ def train(cfg: DictConfig) -> pl.LightningModule:
     if isinstance(trainer.strategy, ComponentSyncStrategy):  # each rank builds and reads only its tasks
         full_modular = OmegaConf.to_container(cfg.model.modular, resolve=True)
         mine, rank_directions = rank_task_table(full_modular, trainer.world_size, trainer.global_rank)
-        with open_dict(cfg):
-            cfg.model.modular = mine
+        cfg.model.modular.merge_with(mine)  # a typed node: merged into (its lists replaced), not assigned a dict
     data, model = build_data_and_model(cfg, rank_directions=rank_directions)
     if full_modular is not None:  # checkpoints rebuild the whole model
         trainer.strategy.checkpoint_hyperparameters = {"cfg": {**model.hparams["cfg"], "modular": full_modular}}

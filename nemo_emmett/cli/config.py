@@ -7,7 +7,7 @@
 
 The meta-config names languages, corpora (path templates or prepared Shar folders), sharing
 patterns per encoder/decoder position, groups (or distances to cluster), weights or a temperature,
-a curriculum and a device count (``nemo_emmett/parts/meta_config.py``); the output lists every
+a curriculum and a device count (``nemo_emmett/mammoth/meta/``); the output lists every
 source, task and component explicitly. Written outside ``conf/``, the config adds ``conf/`` to
 Hydra's search path so that its base is found. Errors: one line on stderr, exit status 2.
 """
@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("meta", help="the meta-config (YAML)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="replace meta-config values, e.g. sharing.embed=LANGUAGE or "
+                   help="replace meta-config values (an OmegaConf dotlist), e.g. sharing.embed=LANGUAGE, "
+                        "corpora.0.pairs=[en-de] or "
                         "'sharing.encoder=[{layers: 1, pattern: FULL}, {layers: 1, pattern: FULL}]'")
     p.add_argument("--out", required=True, help="the Hydra config to write, e.g. conf/mammoth_multi30k.yaml")
     p.add_argument("--prepare-script", help="also write a bash script with the emmett-prepare commands")

@@ -15,9 +15,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_dir
 
 from nemo_emmett.cli.paths import conf_dir
+from nemo_emmett.config_store import compose_config
 from nemo_emmett.startup import resolve_run
 
 AXES = {"audio": ("speech length (token-equivalent frames)", "target tokens"),
@@ -58,8 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.text_buckets.num_input_bins=8")
     args = p.parse_args(argv)
 
-    with initialize_config_dir(config_dir=str(Path(args.config_dir or conf_dir()).resolve()), version_base="1.3"):
-        cfg = compose(config_name=args.config_name, overrides=args.overrides)
+    cfg = compose_config(args.config_name, args.overrides, config_dir=args.config_dir or conf_dir())
     plan = resolve_run(cfg).data_module().plan
     lengths = plan.lengths
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-from pathlib import Path
-
-from hydra import compose, initialize_config_dir
 
 from nemo_emmett.cli.paths import conf_dir
+from nemo_emmett.config_store import compose_config
 from nemo_emmett.data.report import format_summary, summarize_batches
 from nemo_emmett.startup import resolve_run
 
@@ -26,8 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-batches", type=int, default=300, help="training batches to draw for the summary")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.temperature=2.0")
     args = p.parse_args(argv)
-    with initialize_config_dir(config_dir=str(Path(args.config_dir or conf_dir()).resolve()), version_base="1.3"):
-        cfg = compose(config_name=args.config_name, overrides=args.overrides)
+    cfg = compose_config(args.config_name, args.overrides, config_dir=args.config_dir or conf_dir())
 
     dm = resolve_run(cfg).data_module()
     print(dm.plan.summary())

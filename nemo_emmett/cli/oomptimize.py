@@ -18,10 +18,10 @@ import logging
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from nemo_emmett.cli.paths import conf_dir
+from nemo_emmett.config_store import compose_config
 from nemo_emmett.oomptimizer.cache import save_json
 from nemo_emmett.oomptimizer.callback import OOMptimizer
 from nemo_emmett.oomptimizer.measure import measure_for_trainer
@@ -40,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from nemo_emmett.startup import build_data_and_model
 
-    with initialize_config_dir(config_dir=str(Path(args.config_dir or conf_dir()).resolve()), version_base=None):
-        cfg = compose(config_name=args.config_name, overrides=args.overrides)
+    cfg = compose_config(args.config_name, args.overrides, config_dir=args.config_dir or conf_dir())
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     for key in ("logger", "enable_checkpointing"):
         trainer_cfg.pop(key, None)

@@ -18,6 +18,7 @@ from nemo.core.config import hydra_runner
 from omegaconf import DictConfig
 
 from nemo_emmett.cli.paths import CONF_ENV
+from nemo_emmett.config_store import register_configs
 from nemo_emmett.training import train
 
 # Absolute, so that Hydra finds it whichever file calls main() (the console script or examples/train.py).
@@ -25,8 +26,13 @@ CONF = os.environ.get(CONF_ENV) or str(Path(__file__).resolve().parents[2] / "co
 
 
 @hydra_runner(config_path=CONF, config_name="salm_t5")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> None:
     train(cfg)
+
+
+def main() -> None:
+    register_configs()  # the typed schemas conf/*.yaml start from (their defaults: [schema: ...])
+    hydra_main()
 
 
 if __name__ == "__main__":

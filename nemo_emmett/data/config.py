@@ -1,12 +1,14 @@
 """Typed data configuration: the one place where data defaults live.
 
-``cfg.data`` from Hydra is validated against :class:`DataConfig` (unknown keys are errors)."""
+Hydra composes ``cfg.data`` on top of :class:`DataConfig` (``nemo_emmett/config_store.py``; unknown keys
+are errors); :func:`parse_data_config` turns it, or a plain dict, into the dataclass."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from num2words import num2words
 from omegaconf import DictConfig, OmegaConf
 
 
@@ -33,21 +35,97 @@ class BucketConfig:
     """'drop' (counted and logged) or 'nearest' (the smallest larger bucket that holds it)."""
 
 
+MIN_VAL_NUMBER = 10
+"""Single digits are never held out of the demo corpus: a model cannot translate a digit word it has never seen."""
+
+
 @dataclass
-class DemoConfig:
-    enabled: bool = True
-    """Build the embedded demo corpus and use it when no sources are given."""
-    max_number: int = 999
-    """Numbers come from 0..max_number (999: short, regular targets a tiny model learns in minutes)."""
-    num_train: int = 800
-    """Spoken training numbers (shared by the ASR and ST sources)."""
-    num_val: int = 100
-    """Held-out numbers, never seen in training."""
-    num_mt_train: int = 900
-    """Text pairs per MT direction."""
-    seed: int = 1234
+class DemoCorpusConfig:
+    """The corpus; also the data config's ``demo`` block (``data.config.DemoConfig`` adds ``enabled``),
+    so these defaults are the demo every default config trains on."""
+
     root: str | None = None
-    """None: under ${NEMO_EMMETT_CACHE:-~/.cache/nemo_emmett}/demo/, keyed by content."""
+    """Where the corpus goes; None: ``${NEMO_EMMETT_CACHE:-~/.cache/nemo_emmett}/demo/<key>``."""
+    seed: int = 1234
+    """Drives the split, the sampled numbers and the voices."""
+    num_train: int = 800
+    """Distinct training numbers spoken (each clip is shared by the ASR and every ST source)."""
+    num_val: int = 100
+    """Held-out numbers, the same for every validation source, never seen in training."""
+    num_mt_train: int = 900
+    """Training pairs per MT direction (drawn from all non-validation numbers)."""
+    max_number: int = 999
+    """Numbers come from ``0..max_number`` (999: short, regular targets a tiny model learns in minutes;
+    9999 adds the four-digit numbers)."""
+    speech_lang: str = "en"
+    """Language of the speech and of the ASR targets; must be in ``languages``."""
+    languages: tuple[str, ...] = ("en", "de", "fr", "es")
+    """Written languages (num2words codes): ST goes speech_lang -> each other; MT both ways."""
+    mt_all_pairs: bool = False
+    """Also MT between every two non-speech languages (de-fr, fr-de, ...)."""
+    voices: tuple[str, ...] = ("en-us", "en-gb", "en-gb-x-rp")
+    """espeak-ng voices, one drawn per number."""
+    speed_wpm: tuple[int, int] = (140, 190)
+    """Inclusive range of speaking rates (words per minute)."""
+    pitch: tuple[int, int] = (35, 65)
+    """Inclusive range of espeak-ng pitch (0-99)."""
+    sampling_rate: int = 16000
+    shard_size: int = 250
+    """Examples per Shar shard."""
+    num_workers: int = 2
+    """Synthesis processes (does not change the content)."""
+
+    def __post_init__(self) -> None:
+        # OmegaConf and YAML hand over lists; tuples keep the cache key stable and the config hashable.
+        self.languages = tuple(self.languages)
+        self.voices = tuple(self.voices)
+        self.speed_wpm = tuple(self.speed_wpm)
+        self.pitch = tuple(self.pitch)
+        if self.speech_lang not in self.languages:
+            raise ValueError(f"speech_lang {self.speech_lang!r} must be one of languages {self.languages}")
+        if len(set(self.languages)) != len(self.languages):
+            raise ValueError(f"languages has duplicates: {self.languages}")
+        for lang in self.languages:
+            try:
+                num2words(0, lang=lang)
+            except NotImplementedError as e:
+                raise ValueError(f"num2words does not support language {lang!r}") from e
+        if not self.voices:
+            raise ValueError("voices must name at least one espeak-ng voice")
+        for name, (lo, hi) in (("speed_wpm", self.speed_wpm), ("pitch", self.pitch)):
+            if not 0 <= lo <= hi:
+                raise ValueError(f"{name} must be a range (low, high) with 0 <= low <= high, got {(lo, hi)}")
+        if self.max_number < MIN_VAL_NUMBER:
+            raise ValueError(f"max_number must be >= {MIN_VAL_NUMBER}, got {self.max_number}")
+        if min(self.num_train, self.num_val, self.num_mt_train) < 1:
+            raise ValueError("num_train, num_val and num_mt_train must each be >= 1")
+        if self.num_val > self.max_number + 1 - MIN_VAL_NUMBER:
+            raise ValueError(
+                f"num_val={self.num_val} exceeds the {self.max_number + 1 - MIN_VAL_NUMBER} "
+                f"numbers in {MIN_VAL_NUMBER}..{self.max_number}"
+            )
+        free = self.max_number + 1 - self.num_val
+        if max(self.num_train, self.num_mt_train) > free:
+            raise ValueError(
+                f"num_train={self.num_train} / num_mt_train={self.num_mt_train}: only {free} "
+                f"numbers are left for training in 0..{self.max_number}"
+            )
+
+    def content_fields(self) -> dict[str, Any]:
+        """Everything that determines the corpus content (not where it lives or how fast it builds, nor
+        what a subclass such as the data config's ``DemoConfig`` adds)."""
+        d = {f.name: getattr(self, f.name) for f in fields(DemoCorpusConfig)}
+        del d["root"], d["num_workers"]
+        return d
+
+
+@dataclass
+class DemoConfig(DemoCorpusConfig):
+    """The embedded demo corpus (:class:`DemoCorpusConfig`: its sizes, seed, languages, voices), used when
+    ``train_sources`` is empty."""
+
+    enabled: bool = True
+    """Build (once, cached) and use the demo corpus when no sources are given."""
 
 
 @dataclass
@@ -62,19 +140,24 @@ class TokenizerConfig:
 @dataclass
 class DataConfig:
     train_sources: list[dict[str, Any]] = field(default_factory=list)
-    """Each: name, path, task, source_lang, target_lang, dataset, weight | num_examples, introduce_at_step."""
+    """Each: name, path, task, source_lang, target_lang, dataset, weight | num_examples; optionally
+    ``introduce_at_step: N`` (joins the mix at about step N: a curriculum). Empty: the demo corpus."""
     validation_sources: list[dict[str, Any]] = field(default_factory=list)
     demo: DemoConfig = field(default_factory=DemoConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     temperature: float = 1.0
-    """Source weights p_i ~ n_i^(1/T) for sources without an explicit weight."""
+    """Source weights p_i ~ n_i^(1/T) for sources without an explicit weight; a higher T flattens the mix."""
     seed: int = 1234
+    """The data stream's seed (the model's initialisation uses the top-level ``seed``)."""
     jitter: float = 0.5
+    """0: strict smooth round robin over sources; < 1: random order with bounded drift from the weights."""
     shuffle_buffer: int = 1000
     token_equivalent_duration: float = 0.08
-    """Seconds of speech counted as one input token for bucketing."""
+    """Seconds of speech counted as one input token for bucketing (8x subsampled 10 ms frames, the
+    perception's ``subsampling_factor``)."""
     audio_buckets: BucketConfig = field(default_factory=BucketConfig)
-    text_buckets: BucketConfig = field(default_factory=BucketConfig)
+    text_buckets: BucketConfig = field(default_factory=lambda: BucketConfig(num_input_bins=4))
+    """Text inputs (tokens) span a narrower range than speech inputs (frames): fewer input bins."""
     estimation_examples: int = 2000
     """Examples read per source to estimate bins."""
     max_wait: int = 20000
@@ -82,6 +165,7 @@ class DataConfig:
     num_workers: int = 2
     val_batch_size: int = 32
     sampling_rate: int = 16000
+    """Audio is resampled to this rate on loading; composed configs tie it to ``model.perception.sample_rate``."""
 
 
 def parse_data_config(cfg: DictConfig | dict[str, Any] | DataConfig) -> DataConfig:

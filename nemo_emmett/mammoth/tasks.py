@@ -14,6 +14,7 @@ from nemo_emmett.data.examples import AUDIO_TASKS, TASKS, direction_key
 from nemo_emmett.mammoth.component import Component
 from nemo_emmett.mammoth.sharing import check_id
 from nemo_emmett.models.config import ModelConfig
+from nemo_emmett.parts.text_processor import DEFAULT_PROMPT
 
 
 @dataclass
@@ -34,7 +35,7 @@ class ModularTaskConfig:
     """Embeds the decoder input and, tied, scores the output."""
     perception: str | None = None
     """``perception.full`` for audio tasks (one speech encoder shared by every audio task)."""
-    prompt: str = "<{target_lang}>"
+    prompt: str = DEFAULT_PROMPT
     """Prompt before the input; may use {task}, {source_lang}, {target_lang}. The target-language tag
     is needed where a decoder serves several target languages; '' for none."""
     encoder_adapter: str | None = None

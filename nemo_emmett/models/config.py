@@ -1,10 +1,12 @@
 """Typed model configuration: the one place where model defaults live (MGCM's: ``mgcm/config.py``).
 
-``cfg.model`` from Hydra arrives as a plain dict and is validated against these dataclasses
-(unknown keys are errors)."""
+Hydra composes ``cfg.model`` on top of these dataclasses (``nemo_emmett/config_store.py``), so a
+YAML sets only what differs and an unknown key is an error; :func:`parse_model_config` turns the
+composed node (or a checkpoint's plain dict) into the dataclass."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from nemo_emmett.mgcm.config import MGCMConfig
 from nemo_emmett.modules.cross_attention import CrossAttentionConfig
 from nemo_emmett.modules.perception import PerceptionConfig
+from nemo_emmett.parts.text_processor import DEFAULT_PROMPT
 
 
 @dataclass
@@ -21,7 +24,7 @@ class TokenizerConfig:
     """SentencePiece model for from-scratch backbones; null: the one the data pipeline trained."""
     hf_path: str | None = None
     """Local Hugging Face tokenizer folder (pretrained backbones); null: the backbone's folder."""
-    prompt_template: str = "<{target_lang}>"
+    prompt_template: str = DEFAULT_PROMPT
     """Prompt text; may use {task}, {source_lang}, {target_lang}."""
 
 
@@ -64,6 +67,8 @@ class ModelConfig:
         "optimizer": {"_target_": "torch.optim.AdamW", "lr": 1e-3, "betas": [0.9, 0.98], "weight_decay": 0.01},
         "lr_scheduler": {"_target_": "nemo_emmett.parts.optim.warmup_inverse_sqrt", "warmup_steps": 100},
     })
+    """``_target_`` blocks for ``parts/optim.py``. A block given is merged into this default when it names
+    the same ``_target_`` (or none), and replaces it whole when it names another (:func:`merge_optim`)."""
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     label_smoothing: float = 0.0
     mgcm: MGCMConfig = field(default_factory=MGCMConfig)
@@ -75,7 +80,25 @@ class SalmT5Config(ModelConfig):
     """Speech embeddings 'before_prompt' or 'after_prompt' in the encoder input."""
 
 
+def merge_optim(default: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """``model.optim``: each block of ``given`` merged into the same block of ``default`` while it keeps
+    the default's ``_target_`` (or names none: ``{optimizer: {lr: 3e-3}}``), and replacing it whole when
+    it names another one or is not a mapping (null, ``no_decay`` lists): SGD must not inherit AdamW's
+    betas. That is why the composed Hydra config holds only the blocks given (``config_store.py``): a
+    dict merged there could no longer tell the keys given from the default's."""
+    out = dict(default)
+    for name, block in given.items():
+        base = default.get(name)
+        if isinstance(block, Mapping) and isinstance(base, Mapping) \
+                and block.get("_target_", base.get("_target_")) == base.get("_target_"):
+            out[name] = {**base, **block}
+        else:
+            out[name] = block
+    return out
+
+
 def parse_model_config(cfg: DictConfig | dict | ModelConfig, schema: type = SalmT5Config):
+    """The composed ``cfg.model`` (or a checkpoint's plain ``hparams["cfg"]``) as ``schema``; errors name the key."""
     if isinstance(cfg, schema):
         return cfg
     if isinstance(cfg, DictConfig):  # resolve ${...} against the full config the node belongs to
@@ -83,8 +106,8 @@ def parse_model_config(cfg: DictConfig | dict | ModelConfig, schema: type = Salm
     cfg = dict(cfg)
     optim = cfg.pop("optim", None)
     merged = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(cfg)))
-    if optim is not None:  # each block given replaces the default one whole (SGD must not inherit AdamW's betas)
-        merged.optim = {**merged.optim, **dict(optim)}
+    if optim is not None:
+        merged.optim = merge_optim(merged.optim, optim)
     return merged
 
 

@@ -11,6 +11,7 @@ import lightning.pytorch as pl
 import torch
 
 from nemo_emmett.data.batch import TranslationBatch
+from nemo_emmett.data.config import DataConfig
 from nemo_emmett.oomptimizer.cache import cache_key, cache_path, load_cached, save_json
 from nemo_emmett.oomptimizer.config import OOMptimizerConfig, resolve_budget
 from nemo_emmett.oomptimizer.probe import StepProbe
@@ -29,8 +30,8 @@ class ProbeSetting:
     precision: str
     world_size: int = 1
     gradient_clip_val: float | None = None
-    token_equivalent_duration: float = 0.08
-    sampling_rate: int = 16000
+    token_equivalent_duration: float = DataConfig.token_equivalent_duration
+    sampling_rate: int = DataConfig.sampling_rate
     prompt_len: int = 1
 
 

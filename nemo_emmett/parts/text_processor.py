@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+DEFAULT_PROMPT = "<{target_lang}>"
+"""The prompt of every model and task unless configured: the target-language tag alone."""
+
 
 class TextProcessor:
     """Text <-> ids, plus prompts. Picklable (dataloader workers): the tokenizer loads lazily."""
 
     def __init__(self, *, spm_path: str | None = None, hf_path: str | None = None,
-                 prompt_template: str = "<{target_lang}>"):
+                 prompt_template: str = DEFAULT_PROMPT):
         if (spm_path is None) == (hf_path is None):
             raise ValueError("give exactly one of spm_path (SentencePiece .model) or hf_path (tokenizer folder)")
         path = spm_path or hf_path

@@ -30,7 +30,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,8 @@ import yaml
 from lhotse import Recording
 from num2words import num2words
 
-from nemo_emmett.data.config import DemoConfig
+from nemo_emmett.data.config import MIN_VAL_NUMBER as _MIN_VAL_NUMBER
+from nemo_emmett.data.config import DemoConfig, DemoCorpusConfig
 from nemo_emmett.data.examples import direction_key, make_audio_example, make_text_example
 from nemo_emmett.data.prepare.espeak import SpeechJob, require_espeak, synthesize_many
 from nemo_emmett.data.shar import ExampleSharWriter
@@ -53,83 +54,6 @@ DATASET = "demo"
 SPLITS = ("train", "validation")
 MARKER = "DONE.json"
 
-# Single digits are never held out: a model cannot translate a digit word it has never seen.
-_MIN_VAL_NUMBER = 10
-
-
-@dataclass
-class DemoCorpusConfig:
-    root: str | None = None
-    """Where the corpus goes; None: ``${NEMO_EMMETT_CACHE:-~/.cache/nemo_emmett}/demo/<key>``."""
-    seed: int = 1234
-    """Drives the split, the sampled numbers and the voices."""
-    num_train: int = 1500
-    """Distinct training numbers spoken (each clip is shared by the ASR and every ST source)."""
-    num_val: int = 100
-    """Held-out numbers, the same for every validation source."""
-    num_mt_train: int = 2000
-    """Training pairs per MT direction (drawn from all non-validation numbers)."""
-    max_number: int = 9999
-    """Numbers come from ``0..max_number``."""
-    speech_lang: str = "en"
-    """Language of the speech and of the ASR targets; must be in ``languages``."""
-    languages: tuple[str, ...] = ("en", "de", "fr", "es")
-    """Written languages (num2words codes): ST goes speech_lang -> each other; MT both ways."""
-    mt_all_pairs: bool = False
-    """Also MT between every two non-speech languages (de-fr, fr-de, ...)."""
-    voices: tuple[str, ...] = ("en-us", "en-gb", "en-gb-x-rp")
-    """espeak-ng voices, one drawn per number."""
-    speed_wpm: tuple[int, int] = (140, 190)
-    """Inclusive range of speaking rates (words per minute)."""
-    pitch: tuple[int, int] = (35, 65)
-    """Inclusive range of espeak-ng pitch (0-99)."""
-    sampling_rate: int = 16000
-    shard_size: int = 250
-    """Examples per Shar shard."""
-    num_workers: int = 2
-    """Synthesis processes (does not change the content)."""
-
-    def __post_init__(self) -> None:
-        # OmegaConf and YAML hand over lists; tuples keep the cache key stable and the config hashable.
-        self.languages = tuple(self.languages)
-        self.voices = tuple(self.voices)
-        self.speed_wpm = tuple(self.speed_wpm)
-        self.pitch = tuple(self.pitch)
-        if self.speech_lang not in self.languages:
-            raise ValueError(f"speech_lang {self.speech_lang!r} must be one of languages {self.languages}")
-        if len(set(self.languages)) != len(self.languages):
-            raise ValueError(f"languages has duplicates: {self.languages}")
-        for lang in self.languages:
-            try:
-                num2words(0, lang=lang)
-            except NotImplementedError as e:
-                raise ValueError(f"num2words does not support language {lang!r}") from e
-        if not self.voices:
-            raise ValueError("voices must name at least one espeak-ng voice")
-        for name, (lo, hi) in (("speed_wpm", self.speed_wpm), ("pitch", self.pitch)):
-            if not 0 <= lo <= hi:
-                raise ValueError(f"{name} must be a range (low, high) with 0 <= low <= high, got {(lo, hi)}")
-        if self.max_number < _MIN_VAL_NUMBER:
-            raise ValueError(f"max_number must be >= {_MIN_VAL_NUMBER}, got {self.max_number}")
-        if min(self.num_train, self.num_val, self.num_mt_train) < 1:
-            raise ValueError("num_train, num_val and num_mt_train must each be >= 1")
-        if self.num_val > self.max_number + 1 - _MIN_VAL_NUMBER:
-            raise ValueError(
-                f"num_val={self.num_val} exceeds the {self.max_number + 1 - _MIN_VAL_NUMBER} "
-                f"numbers in {_MIN_VAL_NUMBER}..{self.max_number}"
-            )
-        free = self.max_number + 1 - self.num_val
-        if max(self.num_train, self.num_mt_train) > free:
-            raise ValueError(
-                f"num_train={self.num_train} / num_mt_train={self.num_mt_train}: only {free} "
-                f"numbers are left for training in 0..{self.max_number}"
-            )
-
-    def content_fields(self) -> dict[str, Any]:
-        """Everything that determines the corpus content (not where it lives or how fast it builds)."""
-        d = asdict(self)
-        del d["root"], d["num_workers"]
-        return d
 
 
 @dataclass
@@ -391,7 +315,5 @@ def _log_summary(corpus: DemoCorpus) -> None:
 def demo_sources(dc: DemoConfig) -> tuple[list[SourceSpec], list[SourceSpec]]:
     """Train and validation sources of the embedded demo corpus of ``data.demo`` (built on first use,
     then cached)."""
-    corpus = build_demo_corpus(DemoCorpusConfig(root=dc.root, seed=dc.seed, max_number=dc.max_number,
-                                                num_train=dc.num_train, num_val=dc.num_val,
-                                                num_mt_train=dc.num_mt_train))
+    corpus = build_demo_corpus(dc)  # the data config's demo block is a DemoCorpusConfig
     return corpus.source_specs("train"), corpus.source_specs("validation")

@@ -1,6 +1,6 @@
 """MAMMOTH meta-config: a few lines about languages, corpora and sharing -> the complete Hydra config.
 
-``examples/config_config.py`` reads a meta-config (:class:`MetaConfig`, ``parts/meta_schema.py``), expands it here with
+``examples/config_config.py`` reads a meta-config (:class:`MetaConfig`, ``mammoth/meta/schema.py``), expands it here with
 :func:`expand`, and writes the explicit config (:func:`render_config`): ``data.train_sources`` and
 ``data.validation_sources`` with sizes and weights, and ``model.modular`` with one task per
 direction, its named components (:mod:`nemo_emmett.mammoth.sharing`), prompt, the language groups
@@ -42,9 +42,10 @@ from nemo_emmett.mammoth.meta.clusters import cluster_languages, read_distances
 from nemo_emmett.mammoth.meta.schema import CorpusSpec, MetaConfig, SharingSpec
 from nemo_emmett.mammoth.sharing import PATTERNS, check_id, language_groups, single_component, stack_component
 from nemo_emmett.mammoth.tasks import ModularConfig, ModularTaskConfig, check_modular
+from nemo_emmett.parts.text_processor import DEFAULT_PROMPT
 
 TARGET_TAGS = ("auto", "always", "never")
-TAG_PROMPT = "<{target_lang}>"
+TAG_PROMPT = DEFAULT_PROMPT  # the target-language tag
 GROUP_PATTERNS = tuple(p for p in PATTERNS if p.endswith("GROUP"))
 SHAR_ROOT = "${shar_root}"  # bitext folders are written under the config's shar_root, so it can be overridden
 MODEL_CLASS = "nemo_emmett.mammoth.modular.ModularTranslation"

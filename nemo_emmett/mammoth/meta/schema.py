@@ -1,16 +1,21 @@
-"""The meta-config of ``examples/config_config.py``: typed fields with their defaults, and parsing
-(unknown or missing keys, wrong types and bad overrides are errors that name the key).
-:mod:`nemo_emmett.mammoth.meta.expand` expands it into the complete config."""
+"""The meta-config of ``examples/config_config.py``: typed fields with their defaults, and parsing.
+
+OmegaConf does the parsing: the YAML merged into the structured :class:`MetaConfig` (unknown keys, wrong
+types and missing values are its errors, re-raised as ValueErrors naming the key), ``key=value``
+overrides applied as an OmegaConf dotlist (``corpora.0.pairs=[en-de]``). What OmegaConf cannot say is
+checked here: each corpus kind has its own keys, names are ids, tasks are known.
+:mod:`nemo_emmett.mammoth.meta.expand` expands the result into the complete config."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin, get_type_hints
 
-import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBaseException
 
 from nemo_emmett.data.examples import TASKS
 from nemo_emmett.data.prepare.templates import MODES
@@ -45,7 +50,7 @@ class CorpusSpec:
     task: str = "mt"
     kind: str = "bitext"
     """``bitext``: raw line-aligned files, prepared later (mt only); ``shar``: prepared Shar folders."""
-    pairs: str | list[str] = "all"
+    pairs: Any = "all"
     """``all``: every direction among ``languages`` that has data (asr: ``en-en`` ...); or a list like ``[en-de]``."""
     src: str | None = None
     """bitext: source file template (symmetric mode: the ``side_a`` file), e.g. ``train.{src_lang}.gz``."""
@@ -72,7 +77,7 @@ class MetaConfig:
     """Where bitext corpora are prepared (``emmett-prepare --out``)."""
     groups: dict[str, list[str]] | None = None
     """Language groups for the GROUP patterns; or give ``distances`` and ``num_groups``."""
-    distances: str | dict[str, dict[str, float]] | None = None
+    distances: Any = None
     """Language distances (nested mapping, or a csv/tsv square matrix with a header row of languages),
     clustered into ``num_groups`` groups by average linkage."""
     num_groups: int | None = None
@@ -96,86 +101,130 @@ class MetaConfig:
 
 # ---- parsing ----------------------------------------------------------------------------------
 def load_meta_config(path: str | Path, overrides: Sequence[str] = ()) -> MetaConfig:
-    """The meta-config in ``path``, with Hydra-style ``key=value`` ``overrides`` (``sharing.embed=LANGUAGE``,
-    ``'sharing.encoder=[{layers: 2, pattern: FULL}]'``) replacing what the file says."""
+    """The meta-config in ``path``, with ``key=value`` ``overrides`` (an OmegaConf dotlist:
+    ``sharing.embed=LANGUAGE``, ``'sharing.encoder=[{layers: 2, pattern: FULL}]'``, ``corpora.0.pairs=[en-de]``)
+    replacing what the file says. Errors name the file and the key."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"meta-config {str(path)!r} does not exist")
-    with open(path, encoding="utf-8") as f:
-        raw = yaml.safe_load(f)
+    try:
+        text = OmegaConf.load(path)
+    except Exception as e:  # the YAML parser's errors
+        raise ValueError(f"{path}: cannot read the YAML ({e})") from e
+    if not isinstance(text, DictConfig):
+        raise ValueError(f"{path}: the meta-config: expected a mapping, got {OmegaConf.to_container(text)!r}")
+    # On the defaults, so an override reaches keys the file leaves out (sharing.decoder.0.layers=2); untyped,
+    # so a corpus keeps only the keys given (its kind's key set is checked on them).
+    raw = OmegaConf.merge(OmegaConf.to_container(OmegaConf.structured(MetaConfig)), text)
     for item in overrides:
-        key, sep, value = item.partition("=")
+        key, sep, _ = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"override {item!r} is not of the form key=value (e.g. sharing.embed=LANGUAGE)")
-        node, parts = raw, key.split(".")
-        for i, part in enumerate(parts):
-            if isinstance(node, list):
-                if not (part.isdigit() and int(part) < len(node)):
-                    raise ValueError(f"override {item!r}: no item {part} in a list of {len(node)}")
-                part = int(part)
-            elif not isinstance(node, dict):
-                raise ValueError(f"override {item!r}: {'.'.join(parts[:i])!r} is neither a mapping nor a list")
-            if i == len(parts) - 1:
-                node[part] = yaml.safe_load(value)
-            else:
-                node = node.setdefault(part, {}) if isinstance(node, dict) else node[part]
-    return parse_meta_config(raw)
+            raise ValueError(f"{path}: override {item!r} is not of the form key=value (e.g. sharing.embed=LANGUAGE)")
+        try:
+            raw.merge_with_dotlist([item])
+        except OmegaConfBaseException as e:
+            raise ValueError(f"{path}: override {item!r}: {_key_of(e)}: {_first_line(e)}") from e
+    try:
+        return parse_meta_config(raw)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
 
 
 def parse_meta_config(raw: Any) -> MetaConfig:
     """A mapping (from YAML) -> :class:`MetaConfig`; unknown or missing keys are errors naming them."""
-    values = _keys(MetaConfig, raw, "the meta-config")
-    values["languages"] = _str_list(values["languages"], "languages")
-    corpora = values["corpora"]
-    if not isinstance(corpora, list) or not corpora:
-        raise ValueError(f"corpora: expected a non-empty list of corpora, got {corpora!r}")
-    values["corpora"] = [_corpus(c, i) for i, c in enumerate(corpora)]
-    if "sharing" in values:
-        sharing = _keys(SharingSpec, values["sharing"], "sharing")
-        for side in ("encoder", "decoder"):
-            if side in sharing:
-                sharing[side] = _stacks(sharing[side], f"sharing.{side}")
-        values["sharing"] = SharingSpec(**sharing)
-    meta = MetaConfig(**values)
+    if isinstance(raw, DictConfig | ListConfig):
+        raw = OmegaConf.to_container(raw)
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"the meta-config: expected a mapping, got {raw!r}")
+    corpora = raw.get("corpora")
+    if isinstance(corpora, list):
+        if not corpora:
+            raise ValueError("corpora: expected a non-empty list of corpora, got []")
+        for i, c in enumerate(corpora):
+            _check_corpus_keys(c, i)
+    for side in ("encoder", "decoder"):
+        stacks = (raw.get("sharing") or {}).get(side) if isinstance(raw.get("sharing"), Mapping) else None
+        if stacks is not None and not (isinstance(stacks, list) and stacks):
+            raise ValueError(f"sharing.{side}: expected a non-empty list of stacks like [{{layers: 1, pattern: FULL}}], "
+                             f"got {stacks!r}")
+    meta = typed(MetaConfig, raw)
+    if not meta.languages:
+        raise ValueError("languages: expected a non-empty list of names, got []")
+    for lang in meta.languages:
+        check_id(lang, "languages: language")
+    for i, c in enumerate(meta.corpora):
+        _check_corpus(c, f"corpora[{i}] ({c.name!r})")
     for key in ("name", "base", "shar_root"):
-        if not isinstance(getattr(meta, key), str) or not getattr(meta, key):
+        if not getattr(meta, key):
             raise ValueError(f"{key}: expected a non-empty string, got {getattr(meta, key)!r}")
     for key in ("d_model", "n_heads", "d_ff"):
         value = getattr(meta, key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        if value is not None and value < 1:
             raise ValueError(f"{key}: expected an integer >= 1, got {value!r}")
-    if meta.temperature is not None and (isinstance(meta.temperature, bool)
-                                         or not isinstance(meta.temperature, int | float)):
-        raise ValueError(f"temperature: expected a number > 0, got {meta.temperature!r}")
-    if meta.dropout is not None and not (isinstance(meta.dropout, int | float) and 0 <= meta.dropout < 1):
+    if meta.dropout is not None and not 0 <= meta.dropout < 1:
         raise ValueError(f"dropout: expected a number in [0, 1), got {meta.dropout!r}")
     return meta
 
 
-def _keys(cls: type, raw: Any, where: str, allowed: Sequence[str] | None = None) -> dict[str, Any]:
+def typed(cls: type, raw: Mapping[str, Any], where: str = "") -> Any:
+    """``raw`` merged into the structured ``cls`` and built. Nested dataclasses and lists of them go
+    field by field and item by item: OmegaConf's errors inside a list item lose the item's path."""
+    hints = get_type_hints(cls)
+    nested = {}
+    for f in fields(cls):
+        hint, value = hints[f.name], raw.get(f.name)
+        item = get_args(hint)[0] if get_origin(hint) is list and get_args(hint) else None
+        if is_dataclass(hint) and isinstance(value, Mapping):
+            nested[f.name] = typed(hint, value, f"{where}{f.name}.")
+        elif item is not None and is_dataclass(item) and isinstance(value, list):
+            for i, v in enumerate(value):
+                if not isinstance(v, Mapping):
+                    raise ValueError(f"{where}{f.name}[{i}]: expected a mapping of {item.__name__}, got {v!r}")
+            nested[f.name] = [typed(item, v, f"{where}{f.name}[{i}].") for i, v in enumerate(value)]
+    rest = {k: ([] if isinstance(v, list) else {}) if k in nested else v for k, v in raw.items()}  # built above
+    try:
+        built = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), rest))
+    except OmegaConfBaseException as e:
+        raise ValueError(_explain(e, cls, where)) from e
+    return dataclasses.replace(built, **nested) if nested else built
+
+
+def _explain(e: OmegaConfBaseException, cls: type, where: str) -> str:
+    here = where.rstrip(".") or "the meta-config"
+    key = str(e.full_key).rsplit(".", 1)[-1] if e.full_key else ""
+    if isinstance(e, ConfigKeyError) and "." not in str(e.full_key):
+        return f"{here}: unknown key {key!r}; expected one of {', '.join(f.name for f in fields(cls))}"
+    if isinstance(e, MissingMandatoryValue):
+        return f"{here}: missing key {key!r}"
+    return f"{where}{e.full_key}: {_first_line(e)}"
+
+
+def _key_of(e: OmegaConfBaseException) -> str:
+    return str(e.full_key) if e.full_key else "?"
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _check_corpus_keys(raw: Any, i: int) -> None:
+    """Each kind has its own keys: a bitext corpus has files, a shar corpus a folder."""
     if not isinstance(raw, Mapping):
-        raise ValueError(f"{where}: expected a mapping, got {raw!r}")
-    allowed = allowed or [f.name for f in dataclasses.fields(cls)]
+        raise ValueError(f"corpora[{i}]: expected a mapping, got {raw!r}")
+    where = f"corpora[{i}]" + (f" ({raw['name']!r})" if "name" in raw else "")
+    kind = raw.get("kind", CorpusSpec.kind)
+    if kind not in KINDS:
+        raise ValueError(f"{where}: kind {kind!r} is not one of {KINDS}")
+    allowed = _BITEXT_KEYS if kind == "bitext" else _SHAR_KEYS
     for key in raw:
         if key not in allowed:
             raise ValueError(f"{where}: unknown key {key!r}; expected one of {', '.join(allowed)}")
-    for f in dataclasses.fields(cls):
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if required and f.name not in raw:
-            raise ValueError(f"{where}: missing key {f.name!r}")
-    return dict(raw)
 
 
-def _corpus(raw: Any, i: int) -> CorpusSpec:
-    where = f"corpora[{i}]" + (f" ({raw.get('name')!r})" if isinstance(raw, Mapping) and "name" in raw else "")
-    kind = raw.get("kind", CorpusSpec.kind) if isinstance(raw, Mapping) else None
-    if isinstance(raw, Mapping) and kind not in KINDS:
-        raise ValueError(f"{where}: kind {kind!r} is not one of {KINDS}")
-    values = _keys(CorpusSpec, raw, where, _BITEXT_KEYS if kind == "bitext" else _SHAR_KEYS)
-    spec = CorpusSpec(**values)
+def _check_corpus(spec: CorpusSpec, where: str) -> None:
     check_id(spec.name, f"{where}: name")
     if spec.task not in TASKS:
         raise ValueError(f"{where}: task {spec.task!r} is not one of {TASKS}")
-    if kind == "bitext":
+    if spec.kind == "bitext":
         if spec.task != "mt":
             raise ValueError(f"{where}: kind bitext prepares mt folders only, got task {spec.task!r}; "
                              "use kind shar for prepared st/asr folders")
@@ -186,23 +235,9 @@ def _corpus(raw: Any, i: int) -> CorpusSpec:
             raise ValueError(f"{where}: mode {spec.mode!r} is not one of {MODES}")
         if (spec.valid_src is None) != (spec.valid_tgt is None):
             raise ValueError(f"{where}: give both valid_src and valid_tgt, or neither")
-        n = spec.valid_max_lines
-        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise ValueError(f"{where}: valid_max_lines must be an integer >= 1, got {n!r}")
+        if spec.valid_max_lines is not None and spec.valid_max_lines < 1:
+            raise ValueError(f"{where}: valid_max_lines must be an integer >= 1, got {spec.valid_max_lines!r}")
     elif spec.path is None:
         raise ValueError(f"{where}: kind shar needs 'path' (a folder template, e.g. shar/{{lang_pair}})")
     if spec.pairs != "all" and not (isinstance(spec.pairs, list) and spec.pairs):
         raise ValueError(f"{where}: pairs must be 'all' or a list like [en-de, de-en], got {spec.pairs!r}")
-    return spec
-
-
-def _stacks(raw: Any, where: str) -> list[StackSpec]:
-    if not isinstance(raw, list) or not raw:
-        raise ValueError(f"{where}: expected a non-empty list of stacks like [{{layers: 1, pattern: FULL}}], got {raw!r}")
-    return [StackSpec(**_keys(StackSpec, s, f"{where}[{i}]")) for i, s in enumerate(raw)]
-
-
-def _str_list(raw: Any, where: str) -> list[str]:
-    if not isinstance(raw, list) or not raw or not all(isinstance(x, str) for x in raw):
-        raise ValueError(f"{where}: expected a non-empty list of names, got {raw!r}")
-    return raw

@@ -7,6 +7,7 @@ import pytest
 import yaml
 from num2words import num2words
 
+from nemo_emmett.data.config import DataConfig
 from nemo_emmett.data.examples import (
     example_id,
     is_audio,
@@ -187,8 +188,8 @@ def test_missing_espeak_fails_before_any_work(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_default_split_is_disjoint_and_covers_every_length():
-    groups = split_numbers(DemoCorpusConfig())
+def test_four_digit_split_is_disjoint_and_covers_every_length():
+    groups = split_numbers(DemoCorpusConfig(max_number=9999, num_train=1500, num_mt_train=2000))
     val = set(groups["val"])
     assert len(val) == 100 and min(val) >= 10
     assert len(groups["audio"]) == len(set(groups["audio"])) == 1500
@@ -202,6 +203,23 @@ def test_default_split_is_disjoint_and_covers_every_length():
     assert set(range(10)) <= set(groups["audio"])
     lengths = [len(str(n)) for n in groups["audio"]]
     assert abs(lengths.count(3) - lengths.count(4)) <= 1
+
+
+def test_default_split_is_the_training_demo():
+    """The corpus's defaults are the demo every default config trains on (one place for the numbers)."""
+    cfg = DemoCorpusConfig()
+    assert (cfg.max_number, cfg.num_train, cfg.num_val, cfg.num_mt_train) == (999, 800, 100, 900)
+    data_demo = DataConfig().demo
+    assert isinstance(data_demo, DemoCorpusConfig) and data_demo.enabled
+    assert data_demo.content_fields() == cfg.content_fields()  # the same corpus, the same cache key
+    groups = split_numbers(cfg)
+    val = set(groups["val"])
+    assert len(val) == 100 and min(val) >= 10 and max(val) <= 999
+    assert len(groups["audio"]) == len(set(groups["audio"])) == 800 and val.isdisjoint(groups["audio"])
+    assert set(range(10)) <= set(groups["audio"])  # every single digit is trained on
+    # 10 one-digit numbers, then the two-digit ones not held out; the rest are three-digit
+    lengths = [len(str(n)) for n in groups["audio"]]
+    assert lengths.count(2) == 90 - sum(len(str(n)) == 2 for n in val)
 
 
 def test_balanced_sample_water_fills():

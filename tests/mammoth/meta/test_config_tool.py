@@ -1,5 +1,6 @@
 """examples/config_config.py: meta-config -> Hydra config and prepare script; errors are one line, status 2."""
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -112,5 +113,24 @@ def test_overrides_replace_meta_config_values_and_cap_validation(tmp_path):
     assert "--max-lines" not in train.args and valid.args[valid.args.index("--max-lines") + 1] == "50"
     with pytest.raises(ValueError, match="override 'sharing' is not of the form key=value"):
         load_meta_config(meta, ["sharing"])
-    with pytest.raises(ValueError, match="override 'corpora.7.task=mt': no item 7"):
+    with pytest.raises(ValueError, match=r"override 'corpora.7.task=mt': corpora\[7\]: list index out of range"):
         load_meta_config(meta, ["corpora.7.task=mt"])
+
+
+def test_overrides_are_an_omegaconf_dotlist_with_list_indices_and_typed_keys(tmp_path):
+    from nemo_emmett.mammoth.meta.schema import load_meta_config
+
+    path = write_meta(tmp_path)
+    meta = load_meta_config(path, ["corpora.0.pairs=[en-de]", "sharing.embed=LANGUAGE", "d_model=64",
+                                   "'sharing.encoder=[{layers: 2, pattern: FULL}]'".strip("'")])
+    assert meta.corpora[0].pairs == ["en-de"] and meta.sharing.embed == "LANGUAGE" and meta.d_model == 64
+    assert [(s.layers, s.pattern) for s in meta.sharing.encoder] == [(2, "FULL")]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        meta.sharing.encoder[0].layers = 3  # stacks stay frozen
+    for override, message in [("sharing.embedd=FULL", "sharing: unknown key 'embedd'"),
+                              ("d_model=abc", "d_model: Value 'abc' of type 'str' could not be converted to Integer"),
+                              ("sharing.decoder.0.layers=x", r"sharing.decoder\[0\].layers: Value 'x'"),
+                              ("corpora.0.path=x", r"corpora\[0\] \('c'\): unknown key 'path'"),
+                              ("corpora.0.task=tts", r"corpora\[0\] \('c'\): task 'tts' is not one of")]:
+        with pytest.raises(ValueError, match=f"^{path}: {message}"):  # the file, then the key
+            load_meta_config(path, [override])

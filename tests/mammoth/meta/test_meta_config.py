@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from nemo_emmett.config_store import compose_config
 from nemo_emmett.data.config import parse_data_config
 from nemo_emmett.data.examples import source_lang, source_text, target_lang
 from nemo_emmett.data.prepare.cli import main as emmett_prepare
@@ -268,8 +268,7 @@ def test_generated_config_composes_with_hydra(tree, tmp_path):
                                            "model_class: nemo_emmett.mammoth.modular.ModularTranslation\nmodel: {}\n")
     x = run(meta(tree, devices=2, curriculum={"mt_de-en": 100}))
     (conf / "toy.yaml").write_text(render_config(x, header=["generated"]))
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose(config_name="toy")
+    cfg = compose_config("toy", config_dir=conf)
     data = parse_data_config(cfg.data)
     assert [s["path"] for s in data.train_sources][0] == f"{tree}/out/bi/mt_en-de"
     assert {s["name"]: s["introduce_at_step"] for s in data.train_sources}["mt_de-en"] == 100
