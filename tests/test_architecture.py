@@ -119,3 +119,15 @@ def test_no_file_over_the_size_limit():
              for p in (REPO / folder).rglob("*.py")]
     long = {str(p.relative_to(REPO)): n for p in files if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def test_the_architecture_doc_shows_the_current_layout():
+    """``docs/architecture.md``'s tree is ``scripts/layout.py``'s output (one line per file)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("layout", REPO / "scripts" / "layout.py")
+    layout = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(layout)
+    doc = (REPO / "docs" / "architecture.md").read_text()
+    missing = [line for line in layout.layout() if line not in doc.splitlines()]
+    assert missing == [], f"docs/architecture.md is out of date (python scripts/layout.py): {missing[:5]}"

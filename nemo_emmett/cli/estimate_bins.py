@@ -10,14 +10,12 @@ the 2D length distribution with the bins drawn.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
-from nemo_emmett.cli.paths import conf_dir
-from nemo_emmett.config_store import compose_config
+from nemo_emmett.cli.paths import compose_from_args, config_parser
 from nemo_emmett.startup import resolve_run
 
 AXES = {"audio": ("speech length (token-equivalent frames)", "target tokens"),
@@ -51,14 +49,11 @@ def plot_bins(lengths: np.ndarray, bins: list[tuple[float, float]], title: str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config-name", default="salm_t5")
-    p.add_argument("--config-dir", default=None, help="Hydra config folder (default: the clone's conf/)")
+    p = config_parser(__doc__, overrides_example="data.text_buckets.num_input_bins=8")
     p.add_argument("--out", required=True, help="output folder for buckets.json and the plots")
-    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.text_buckets.num_input_bins=8")
     args = p.parse_args(argv)
 
-    cfg = compose_config(args.config_name, args.overrides, config_dir=args.config_dir or conf_dir())
+    cfg = compose_from_args(args)
     plan = resolve_run(cfg).data_module().plan
     lengths = plan.lengths
 

@@ -7,24 +7,19 @@ that must deliver every held-out example exactly once.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 
-from nemo_emmett.cli.paths import conf_dir
-from nemo_emmett.config_store import compose_config
+from nemo_emmett.cli.paths import compose_from_args, config_parser
 from nemo_emmett.data.report import format_summary, summarize_batches
 from nemo_emmett.startup import resolve_run
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config-name", default="salm_t5")
-    p.add_argument("--config-dir", default=None, help="Hydra config folder (default: the clone's conf/)")
+    p = config_parser(__doc__, overrides_example="data.temperature=2.0")
     p.add_argument("--num-batches", type=int, default=300, help="training batches to draw for the summary")
-    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data.temperature=2.0")
     args = p.parse_args(argv)
-    cfg = compose_config(args.config_name, args.overrides, config_dir=args.config_dir or conf_dir())
+    cfg = compose_from_args(args)
 
     dm = resolve_run(cfg).data_module()
     print(dm.plan.summary())

@@ -13,26 +13,21 @@ Train with the result::
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from nemo_emmett.cli.paths import conf_dir
-from nemo_emmett.config_store import compose_config
+from nemo_emmett.cli.paths import compose_from_args, config_parser
 from nemo_emmett.oomptimizer.cache import save_json
 from nemo_emmett.oomptimizer.callback import OOMptimizer
 from nemo_emmett.oomptimizer.measure import measure_for_trainer
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config-name", default="salm_t5")
-    p.add_argument("--config-dir", default=None, help="Hydra config folder (default: the clone's conf/)")
+    p = config_parser(__doc__, overrides_example="oomptimizer.memory_budget=2GiB")
     p.add_argument("--out", required=True, help="bucket file to write (JSON: bins and batch sizes per modality)")
-    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. oomptimizer.memory_budget=2GiB")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -40,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from nemo_emmett.startup import build_data_and_model
 
-    cfg = compose_config(args.config_name, args.overrides, config_dir=args.config_dir or conf_dir())
+    cfg = compose_from_args(args)
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     for key in ("logger", "enable_checkpointing"):
         trainer_cfg.pop(key, None)
