@@ -192,3 +192,20 @@ def test_restore_errors_name_the_file_and_what_was_expected(spm_path, tmp_path):
             dst.addfile(m, None if data is None else io.BytesIO(data))
     with pytest.raises(ImportError, match=r"renamed\.emmett.*nemo_emmett\.models\.gone\.Model.*written by nemo_emmett"):
         restore_model(renamed)
+
+
+def test_model_classes_that_moved_in_the_layout_by_idea_still_load(caplog):
+    """Checkpoints and exports of 0.1.0 name ModularTranslation / ModularSalmT5 by their old paths."""
+    import logging
+
+    from nemo_emmett.export import _import_model_class
+    from nemo_emmett.mammoth.modular import ModularTranslation
+    from nemo_emmett.mammoth.modular_salm import ModularSalmT5
+
+    with caplog.at_level(logging.INFO, logger="nemo_emmett.export"):
+        assert _import_model_class("nemo_emmett.models.modular.ModularTranslation", "old.ckpt", None) is ModularTranslation
+    assert "moved to nemo_emmett.mammoth.modular.ModularTranslation" in caplog.text
+    assert _import_model_class("nemo_emmett.models.modular_salm.ModularSalmT5", "old.ckpt", "0.1.0") is ModularSalmT5
+    with pytest.raises(ImportError, match=r"'old.ckpt': model class 'nemo_emmett.models.gone.Model' \(written by "
+                                          r"nemo_emmett 0.1.0\) cannot be imported"):
+        _import_model_class("nemo_emmett.models.gone.Model", "old.ckpt", "0.1.0")
