@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.utilities import move_data_to_device
 from tqdm.auto import tqdm
 
-from nemo_emmett.data import examples as ex_
+import nemo_emmett.data.examples as ex_
 from nemo_emmett.data.dataset import collate
 from nemo_emmett.data.examples import Example, make_audio_example, make_text_example
 from nemo_emmett.data.sampler import Batch

@@ -27,17 +27,20 @@ def module_name(path: Path, repo: Path) -> str:
 
 
 def import_graph(repo: Path = REPO) -> dict[str, set[str]]:
-    """Module -> the ``nemo_emmett`` modules it imports (a ``from pkg import name`` counts as
-    ``pkg.name`` when that is a module)."""
+    """Module -> the ``nemo_emmett`` modules it imports (``from pkg import name`` counts as ``pkg``,
+    whose ``__init__`` runs, and as ``pkg.name`` when that is a module)."""
     modules = {module_name(p, repo): p for p in (repo / "nemo_emmett").rglob("*.py")}
     graph = {}
     for name, path in modules.items():
         deps = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("nemo_emmett"):
+                if node.module in modules:  # the package's __init__ runs too: ``from pkg import mod`` depends on pkg
+                    deps.add(node.module)
                 for alias in node.names:
                     candidate = f"{node.module}.{alias.name}"
-                    deps.add(candidate if candidate in modules else node.module)
+                    if candidate in modules:
+                        deps.add(candidate)
             elif isinstance(node, ast.Import):
                 deps |= {a.name for a in node.names if a.name.startswith("nemo_emmett")}
         graph[name] = deps - {name}

@@ -138,7 +138,7 @@ def input_directions(args: argparse.Namespace) -> list[str] | None:
         target = args.source_lang if args.task == "asr" else args.target_lang
         return [direction_key(args.task, args.source_lang, target)]
     if args.shar:
-        from nemo_emmett.data import examples as ex_
+        import nemo_emmett.data.examples as ex_
         from nemo_emmett.data.shar import read_shar_dir
 
         return sorted({ex_.direction(e) for e in read_shar_dir(args.shar, with_audio=False)})

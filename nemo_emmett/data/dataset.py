@@ -16,7 +16,7 @@ from lhotse import CutSet
 from lhotse.dataset.collation import collate_audio, collate_vectors
 from torch.utils.data import IterableDataset, get_worker_info
 
-from nemo_emmett.data import examples as ex_
+import nemo_emmett.data.examples as ex_
 from nemo_emmett.data.batch import TranslationBatch
 from nemo_emmett.data.bucketing import BucketGrid
 from nemo_emmett.data.multiplexer import Multiplexer

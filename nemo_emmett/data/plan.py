@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from nemo_emmett.data import examples as ex_
+import nemo_emmett.data.examples as ex_
 from nemo_emmett.data.bucketing import (
     BinEstimate,
     BucketGrid,

@@ -30,7 +30,7 @@ from lhotse import Recording
 from lhotse.serialization import open_best
 from tqdm import tqdm
 
-from nemo_emmett.data import examples as E
+import nemo_emmett.data.examples as E
 from nemo_emmett.data.prepare.templates import Mode, Pair, corpus_paths
 from nemo_emmett.data.shar import ExampleSharWriter
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from lhotse import Recording
 from tqdm import tqdm
 
-from nemo_emmett.data import examples as E
+import nemo_emmett.data.examples as E
 from nemo_emmett.data.prepare.bitext import (
     DatasetOutput,
     FolderSummary,
