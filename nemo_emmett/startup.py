@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nemo_emmett.data.config import DataConfig, parse_data_config
 from nemo_emmett.data.datamodule import EmmettDataModule
+from nemo_emmett.data.plan import resolve_sources as resolve_specs
 from nemo_emmett.models.base import TranslationModel
 from nemo_emmett.models.config import parse_model_config
 from nemo_emmett.parts.text_processor import TextProcessor
@@ -32,17 +33,20 @@ log = logging.getLogger(__name__)
 
 
 def resolve_sources(cfg: DataConfig | DictConfig | dict[str, Any]) -> DataConfig:
-    """``cfg`` parsed, with the demo corpus's sources when it lists no training source."""
+    """``cfg`` parsed, with the demo corpus's sources when it lists no training source, and every
+    source's ``num_examples`` counted once (the tokenizer's cache key and the plan's weights read it)."""
     cfg = parse_data_config(cfg)
-    if cfg.train_sources:
-        return cfg
-    if not cfg.demo.enabled:
-        raise ValueError("data.train_sources is empty and data.demo.enabled is false: nothing to train on")
-    from nemo_emmett.data.prepare.demo import demo_sources
+    train, validation = cfg.train_sources, cfg.validation_sources
+    if not train:
+        if not cfg.demo.enabled:
+            raise ValueError("data.train_sources is empty and data.demo.enabled is false: nothing to train on")
+        from nemo_emmett.data.prepare.demo import demo_sources
 
-    train, validation = demo_sources(cfg.demo)
-    return dataclasses.replace(cfg, train_sources=[dataclasses.asdict(s) for s in train],
-                               validation_sources=cfg.validation_sources or [dataclasses.asdict(s) for s in validation])
+        train, demo_validation = demo_sources(cfg.demo)
+        validation = validation or demo_validation
+    return dataclasses.replace(
+        cfg, train_sources=[dataclasses.asdict(s) for s in resolve_specs(train, "train_sources")],
+        validation_sources=[dataclasses.asdict(s) for s in resolve_specs(validation, "validation_sources")])
 
 
 def data_tokenizer(data: DataConfig) -> str:
@@ -51,7 +55,6 @@ def data_tokenizer(data: DataConfig) -> str:
     tok = data.tokenizer
     if tok.model_path is not None:
         return tok.model_path
-    from nemo_emmett.data.plan import resolve_sources as resolve_specs
     from nemo_emmett.data.prepare.tokenizer import tokenizer_for_sources
 
     specs = resolve_specs(data.train_sources, "train_sources")

@@ -78,7 +78,12 @@ def tokenizer_for_sources(specs: list[SourceSpec], *, vocab_size: int, sample_ex
     if not specs:
         raise ValueError("no training sources to train a SentencePiece model on")
     per_source = max(1, sample_examples // len(specs))
-    texts = (t for sample in first_examples(specs, per_source) for e in sample for t in (source_text(e), target_text(e)))
+
+    def texts() -> Iterable[str]:  # read only when the model is not cached
+        for sample in first_examples(specs, per_source):
+            for e in sample:
+                yield from (source_text(e), target_text(e))
+
     key = {"sources": [(s.path, s.num_examples) for s in specs], "per_source": per_source}
     langs = sorted({s.target_lang for s in specs})
-    return train_sentencepiece(texts, vocab_size=vocab_size, key=key, user_defined_symbols=[f"<{lang}>" for lang in langs])
+    return train_sentencepiece(texts(), vocab_size=vocab_size, key=key, user_defined_symbols=[f"<{lang}>" for lang in langs])
