@@ -10,10 +10,15 @@ from typing import Any
 CONF_ENV = "NEMO_EMMETT_CONF"
 
 
-def conf_dir() -> Path:
+def conf_path() -> Path:
     """``$NEMO_EMMETT_CONF``, else the ``conf/`` folder of the clone this package is installed from
-    (``pip install -e .``); configs are not packaged into wheels."""
-    path = Path(os.environ.get(CONF_ENV) or Path(__file__).resolve().parents[2] / "conf")
+    (``pip install -e .``); configs are not packaged into wheels. Not checked (see :func:`conf_dir`)."""
+    return Path(os.environ.get(CONF_ENV) or Path(__file__).resolve().parents[2] / "conf")
+
+
+def conf_dir() -> Path:
+    """:func:`conf_path`, which must exist."""
+    path = conf_path()
     if not path.is_dir():
         raise FileNotFoundError(f"Hydra config folder {str(path)!r} does not exist: set {CONF_ENV} to the conf/ "
                                 "folder of a nemo_emmett clone, or pass --config-dir / --config-path")

@@ -11,18 +11,16 @@ and the data stream where it stopped). Configs come from the clone's ``conf/`` (
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from nemo.core.config import hydra_runner
 from omegaconf import DictConfig
 
-from nemo_emmett.cli.paths import CONF_ENV
+from nemo_emmett.cli.paths import conf_path
 from nemo_emmett.config_store import register_configs
 from nemo_emmett.training import train
 
-# Absolute, so that Hydra finds it whichever file calls main() (the console script or examples/train.py).
-CONF = os.environ.get(CONF_ENV) or str(Path(__file__).resolve().parents[2] / "conf")
+# Absolute, so that Hydra finds it whichever file calls main() (the console script or examples/train.py);
+# unchecked here, so that a missing folder is Hydra's error naming it, not an import error.
+CONF = str(conf_path())
 
 
 @hydra_runner(config_path=CONF, config_name="salm_t5")
