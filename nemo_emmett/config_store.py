@@ -30,6 +30,7 @@ from nemo_emmett.mammoth.modular_salm import ModularSalmT5Config
 from nemo_emmett.mammoth.tasks import ModularModelConfig
 from nemo_emmett.models.config import BestowGptConfig, ModelConfig, SalmT5Config
 from nemo_emmett.oomptimizer.callback import OOMptimizerConfig
+from nemo_emmett.parts.threads import ThreadsConfig
 
 GROUP = "schema"
 
@@ -90,6 +91,9 @@ class RunConfig:
     """The data's ``sampling_rate`` is the model's: audio is resampled to the rate its perception takes."""
     oomptimizer: OOMptimizerConfig = field(default_factory=OOMptimizerConfig)
     """Size each bucket's batch to fill memory, measured on the model before fit (``enabled=true``)."""
+    threads: ThreadsConfig = field(default_factory=ThreadsConfig)
+    """CPU intra-op threads: by default measured on the run's own steps and the fastest kept, which
+    on a loaded machine is often fewer than one per core (``threads.mode=fixed threads.threads=N`` pins)."""
     trainer: dict[str, Any] = field(default_factory=lambda: dict(TRAINER))
     """Lightning ``Trainer`` arguments (free-form; add others with ``+trainer.<key>=``)."""
     exp_manager: dict[str, Any] = field(default_factory=lambda: dict(EXP_MANAGER))

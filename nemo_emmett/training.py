@@ -13,6 +13,7 @@ from nemo_emmett.mammoth.strategy import ComponentSyncStrategy  # registers trai
 from nemo_emmett.mammoth.sync import rank_task_table
 from nemo_emmett.mgcm.config import prepare_trainer_config
 from nemo_emmett.oomptimizer.callback import OOMptimizer
+from nemo_emmett.parts.threads import ThreadsConfig, ThreadTuner, apply_threads
 from nemo_emmett.startup import build_data_and_model
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,20 @@ def hydra_job_num() -> int | None:
     return int(HydraConfig.get().job.num)
 
 
+def threads_config(cfg: DictConfig) -> ThreadsConfig:
+    block = cfg.get("threads")
+    return ThreadsConfig(**OmegaConf.to_container(block, resolve=True)) if block is not None else ThreadsConfig()
+
+
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     callbacks: list[pl.Callback] = [DataStreamStats()]
     block = cfg.get("oomptimizer")
     oomptimizer = OOMptimizer(OmegaConf.to_container(block, resolve=True) if block is not None else None)
     if oomptimizer.cfg.enabled:
         callbacks.append(oomptimizer)
+    threads = threads_config(cfg)
+    if threads.mode == "auto":
+        callbacks.append(ThreadTuner(threads))
     return callbacks
 
 
@@ -49,6 +58,7 @@ def train(cfg: DictConfig) -> pl.LightningModule:
     from nemo.utils.exp_manager import exp_manager
 
     log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+    apply_threads(threads_config(cfg))
     pl.seed_everything(cfg.seed, workers=False)  # model init; the data stream has its own data.seed
     prepare_trainer_config(cfg)  # MGCM steps the optimizer itself: trainer.gradient_clip_val moves to model.mgcm
     trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), callbacks=build_callbacks(cfg))

@@ -149,3 +149,29 @@ def test_set_batch_sizes_replaces_one_modality_and_checks_the_count(tmp_path, te
         dm.set_batch_sizes("text", [4])
     with pytest.raises(KeyError, match="no 'audio' buckets"):
         dm.set_batch_sizes("audio", [4])
+
+
+class FakeTrainer:
+    def __init__(self, rank, world):
+        self.global_rank, self.world_size = rank, world
+
+
+def rank_module(cfg, rank, world):
+    dm = EmmettDataModule(cfg, text=WordLengthIds())
+    dm.trainer = FakeTrainer(rank, world)
+    return dm
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_plain_ddp_ranks_read_disjoint_parts_of_every_source(tmp_path, text_sources, num_workers):
+    """Plain DDP (no component_sync): each rank reads every source, but a different part of it, and
+    validation covers each example exactly once over the ranks."""
+    audio = write_audio_source(tmp_path / "au", "au", 16)
+    cfg = data_cfg(tmp_path, text_sources, num_workers=num_workers, audio=audio)
+    ranks = [rank_module(cfg, r, 2) for r in range(2)]
+    val = [[i for b in dm.val_dataloader() for i in b.ids] for dm in ranks]
+    assert not set(val[0]) & set(val[1])
+    assert sorted(val[0] + val[1]) == sorted(set(val[0] + val[1])) and len(val[0] + val[1]) == 300 + 120 + 16
+    train = [{i for b in itertools.islice(dm.train_dataloader(), 12) for i in b.batch.ids} for dm in ranks]
+    assert train[0] and train[1] and not train[0] & train[1]
+    assert [{i.split("-")[0] for i in ids} for ids in train] == [{"a", "b"}] * 2  # both ranks read both sources
