@@ -20,13 +20,12 @@ from typing import Any
 
 from nemo_emmett.data.prepare.bitext import (
     BitextOptions,
-    FolderSummary,
     ManifestOptions,
-    PrepareOptions,
     TsvOptions,
     prepare_audio,
     prepare_bitext,
 )
+from nemo_emmett.data.prepare.output import FolderSummary, PrepareOptions
 from nemo_emmett.data.prepare.speech import SpeechOptions, prepare_speech
 from nemo_emmett.data.prepare.templates import MODES, discover_pairs, parse_pairs
 
@@ -45,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"an empty source or target: stop, or drop and count it (default {PrepareOptions.empty_lines})")
     common.add_argument("--max-lines", type=_positive, help="read at most N lines of each input file")
     common.add_argument("--tokenizer", help="SentencePiece .model: report its token counts instead of words")
-    common.add_argument("--overwrite", action="store_true", help="replace output folders that already exist")
+    common.add_argument("--overwrite", action="store_true",
+                        help="prepare complete output folders again (without it they are skipped, and "
+                             "unfinished ones are redone)")
     common.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     bitext = sub.add_parser("bitext", parents=[common], help="line-aligned text files (plain or .gz)")
