@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import multiprocessing
 import os
 import signal
 import sys
@@ -16,9 +17,13 @@ def exit_with_parent(sig: int = signal.SIGKILL) -> None:
 
     Call it first thing in a child (a pool ``initializer``, a ``worker_init_fn``). Without it, a worker
     whose parent was killed with SIGKILL is re-parented to PID 1 and waits forever on its task queue.
-    If the parent died while the call ran (its id changed), the child sends itself ``sig`` at once. The parent is the process that forked this one: for a forkserver's workers that
-    is the forkserver, which itself exits when the main process does (its pipe to it closes).
-    A no-op off Linux, or where libc cannot be loaded.
+    If the parent died before the call took effect (a spawned worker may take seconds to import its
+    way there), the child sends itself ``sig`` at once: when its parent id changed meanwhile, or when
+    the multiprocessing process that started it (``multiprocessing.parent_process()``, watched through
+    its sentinel pipe) is gone. The kernel watches the thread that forked this process: start workers
+    from a thread that lives as long as they should (the main thread). Under a forkserver that parent
+    is the server, which never exits while its workers live (each holds its "alive" pipe open): use the
+    ``spawn`` or ``fork`` start methods. A no-op off Linux, or where libc cannot be loaded.
     """
     if not sys.platform.startswith("linux"):
         return
@@ -29,5 +34,6 @@ def exit_with_parent(sig: int = signal.SIGKILL) -> None:
         return
     if libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
         return
-    if os.getppid() != parent:  # the parent died between reading its id and prctl taking effect
+    starter = multiprocessing.parent_process()  # the process that asked for this one (None in a main process)
+    if os.getppid() != parent or (starter is not None and not starter.is_alive()):
         os.kill(os.getpid(), sig)

@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     speech.add_argument("--no-asr", action="store_true", help="no ASR folder (target = the spoken line)")
     speech.add_argument("--voices", help="comma-separated espeak-ng voices (default en-us,en-gb,en-gb-x-rp)")
     speech.add_argument("--seed", type=int, help="seed of the per-line voice, speed and pitch")
+    speech.add_argument("--chunk-size", type=_positive,
+                        help=f"lines synthesised per round: bounds the audio held in memory (default {SpeechOptions.chunk_size})")
 
     for name, cls in (("manifest", ManifestOptions), ("tsv", TsvOptions)):
         what = "field" if name == "manifest" else "column"
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             voices = {"voices": args.voices.split(",")} if args.voices else {}
             summaries = prepare_speech(SpeechOptions(src_template=args.src_template, tgt_template=args.tgt_template,
                                                      pairs=parse_pairs(args.pairs), asr=not args.no_asr,
-                                                     **voices, **_given(args, "seed")), opts)
+                                                     **voices, **_given(args, "seed", "chunk_size")), opts)
         else:
             cls = ManifestOptions if args.layout == "manifest" else TsvOptions
             keys = ("path", "audio_key", "transcript_key", "source_lang_key", "target_lang_key",
