@@ -3,9 +3,11 @@ left, and a re-run completes it. Also ``parts/process.py``'s ``exit_with_parent`
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -46,9 +48,13 @@ def descendants(root: int) -> set[int]:
 
 
 def survivors(pids: set[int], wait: float = 5.0) -> set[int]:
+    """Those of ``pids`` still alive after ``wait`` seconds; they are then killed, so none lingers."""
     deadline = time.monotonic() + wait
     while (alive := {p for p in pids if _stat(p) is not None}) and time.monotonic() < deadline:
         time.sleep(0.1)
+    for pid in alive:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
     return alive
 
 
@@ -101,10 +107,12 @@ def test_exit_with_parent_kills_the_orphan(tmp_path):
             time.sleep(0.02)
         child = int((tmp_path / "child").read_text())
         assert _stat(child) is not None
+        parent.kill()
+        parent.wait(10)
+        assert not survivors({child}), f"the child {child} outlived its parent"
     finally:
         parent.kill()
         parent.wait(10)
-    assert not survivors({child}), f"the child {child} outlived its parent"
 
 
 def test_sigkill_during_bitext_all_pairs(tmp_path):
