@@ -45,8 +45,10 @@ def resolve_sources(cfg: DataConfig | DictConfig | dict[str, Any]) -> DataConfig
         train, demo_validation = demo_sources(cfg.demo)
         validation = validation or demo_validation
     return dataclasses.replace(
-        cfg, train_sources=[dataclasses.asdict(s) for s in resolve_specs(train, "train_sources")],
-        validation_sources=[dataclasses.asdict(s) for s in resolve_specs(validation, "validation_sources")])
+        cfg, train_sources=[dataclasses.asdict(s) for s in resolve_specs(train, "train_sources",
+                                                                         allow_incomplete=cfg.allow_incomplete)],
+        validation_sources=[dataclasses.asdict(s) for s in resolve_specs(validation, "validation_sources",
+                                                                         allow_incomplete=cfg.allow_incomplete)])
 
 
 def data_tokenizer(data: DataConfig) -> str:
@@ -57,7 +59,7 @@ def data_tokenizer(data: DataConfig) -> str:
         return tok.model_path
     from nemo_emmett.data.prepare.tokenizer import tokenizer_for_sources
 
-    specs = resolve_specs(data.train_sources, "train_sources")
+    specs = resolve_specs(data.train_sources, "train_sources", allow_incomplete=data.allow_incomplete)
     return str(tokenizer_for_sources(specs, vocab_size=tok.vocab_size, sample_examples=tok.sample_examples))
 
 

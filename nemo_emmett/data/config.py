@@ -143,6 +143,11 @@ class DataConfig:
     """Each: name, path, task, source_lang, target_lang, dataset, weight | num_examples; optionally
     ``introduce_at_step: N`` (joins the mix at about step N: a curriculum). Empty: the demo corpus."""
     validation_sources: list[dict[str, Any]] = field(default_factory=list)
+    allow_incomplete: bool = False
+    """Read a source folder that lacks its completion marker (``<folder>.complete.json``, written last by
+    ``emmett-prepare``) or whose shards disagree with it, with a warning, instead of stopping with an
+    error: such a folder is usually a preparation that was killed half-way, and training on it would use
+    part of the data without a word. Re-running ``emmett-prepare`` is the fix; this is the way around."""
     demo: DemoConfig = field(default_factory=DemoConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     temperature: float = 1.0

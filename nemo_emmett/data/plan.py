@@ -29,7 +29,7 @@ from nemo_emmett.data.bucketing import (
 from nemo_emmett.data.config import BucketConfig, DataConfig
 from nemo_emmett.data.lengths import LengthMeasure, TokenCounter, TokenEncoder
 from nemo_emmett.data.sampler import ModalityBuckets
-from nemo_emmett.data.shar import count_examples, list_shards, read_shard
+from nemo_emmett.data.shar import check_folder, count_examples, list_shards, read_shard
 from nemo_emmett.data.sources import SourceSpec, normalize_weights, temperature_weights
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,10 @@ class DataPlan:
         return "\n".join(lines)
 
 
-def resolve_sources(raw: list[dict[str, Any] | SourceSpec], what: str) -> list[SourceSpec]:
+def resolve_sources(raw: list[dict[str, Any] | SourceSpec], what: str, *,
+                    allow_incomplete: bool = False) -> list[SourceSpec]:
+    """Parsed sources, each folder checked complete (its marker, ``data/marker.py``; with
+    ``allow_incomplete``: a warning instead of the error) and its ``num_examples`` counted when absent."""
     specs = []
     for i, d in enumerate(raw):
         if isinstance(d, SourceSpec):
@@ -73,8 +76,9 @@ def resolve_sources(raw: list[dict[str, Any] | SourceSpec], what: str) -> list[S
             raise ValueError(f"data.{what}[{i}]: {e}; expected keys of SourceSpec "
                              "(name, path, task, source_lang, target_lang, dataset, weight, num_examples, "
                              "introduce_at_step)") from e
+        check_folder(spec.path, allow_incomplete=allow_incomplete)
         if spec.num_examples is None:
-            spec = SourceSpec(**{**d, "num_examples": count_examples(spec.path)})
+            spec = SourceSpec(**{**d, "num_examples": count_examples(spec.path, allow_incomplete=True)})
         specs.append(spec)
     return specs
 
@@ -164,8 +168,8 @@ def build_plan(cfg: DataConfig, text: TokenEncoder) -> DataPlan:
     if not cfg.train_sources:
         raise ValueError("data.train_sources is empty: give sources, or build the demo corpus first "
                          "(nemo_emmett.startup.resolve_sources does, when data.demo.enabled)")
-    train = resolve_sources(cfg.train_sources, "train_sources")
-    validation = resolve_sources(cfg.validation_sources, "validation_sources")
+    train = resolve_sources(cfg.train_sources, "train_sources", allow_incomplete=cfg.allow_incomplete)
+    validation = resolve_sources(cfg.validation_sources, "validation_sources", allow_incomplete=cfg.allow_incomplete)
     weights = source_weights(train, cfg.temperature)
     if min(s.introduce_at_step for s in train) > 0:
         steps = {s.name: s.introduce_at_step for s in train}

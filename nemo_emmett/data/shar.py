@@ -4,6 +4,11 @@ An *audio* Shar folder is plain lhotse Shar: ``cuts.NNNNNN.jsonl.gz`` plus ``rec
 A *text* Shar folder holds only ``text.NNNNNN.jsonl.gz`` (one ``TextPairExample`` record a line).
 Writers create their folder; readers warn about, and otherwise ignore, files that are not shards
 (lhotse's own reader fails on any stray file in a Shar folder).
+
+A folder is complete when its marker (``<name>.complete.json``, beside it: ``data/marker.py``) lists
+exactly its shards. :func:`count_examples` and :func:`read_shar_dir`, like ``data.plan.resolve_sources``
+for training, refuse a folder without one (``allow_incomplete=True``: a warning); :func:`list_shards`
+only lists (the loaders' workers call it on sources already checked).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from lhotse.shar import LazySharIterator, SharWriter
 from lhotse.shar.writers import JsonlShardWriter
 
 from nemo_emmett.data.examples import Example, is_audio, text_example_from_dict, text_example_to_dict
+from nemo_emmett.data.marker import check_complete, describe, make_marker, write_marker
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +80,19 @@ def list_shards(shar_dir: str | Path) -> list[Shard]:
     return [Shard(kind, {field: files[i] for field, files in by_field.items()}) for i in sorted(index)]
 
 
-def count_examples(shar_dir: str | Path) -> int:
-    """Number of examples in a Shar folder, from line counts (no audio is read)."""
+def check_folder(shar_dir: str | Path, *, allow_incomplete: bool = False) -> dict | None:
+    """The folder's completion marker; an error naming the folder when it has none or its shards
+    disagree with it (with ``allow_incomplete``: a warning and None)."""
+    names = {Path(p).name for s in list_shards(shar_dir) for p in s.paths.values()}
+    return check_complete(shar_dir, names, allow_incomplete=allow_incomplete)
+
+
+def count_examples(shar_dir: str | Path, *, allow_incomplete: bool = False) -> int:
+    """Number of examples in a complete Shar folder, from its marker (or, for an incomplete folder
+    read with ``allow_incomplete``, from line counts). No audio is read."""
+    marker = check_folder(shar_dir, allow_incomplete=allow_incomplete)
+    if marker is not None:
+        return int(marker["num_examples"])
     return sum(count_newlines_fast(s.index_file) for s in list_shards(shar_dir))
 
 
@@ -98,7 +115,10 @@ def read_shard(shard: Shard, *, with_audio: bool = True) -> Iterator[Example]:
             yield text_example_from_dict(record, where=f"{path}:{lineno}")
 
 
-def read_shar_dir(shar_dir: str | Path, *, with_audio: bool = True) -> Iterator[Example]:
+def read_shar_dir(shar_dir: str | Path, *, with_audio: bool = True,
+                  allow_incomplete: bool = False) -> Iterator[Example]:
+    """Every example of a complete Shar folder (checked before the first one is read)."""
+    check_folder(shar_dir, allow_incomplete=allow_incomplete)
     for shard in list_shards(shar_dir):
         yield from read_shard(shard, with_audio=with_audio)
 
@@ -109,6 +129,10 @@ class ExampleSharWriter:
         with ExampleSharWriter(out_dir, kind="audio", shard_size=1000) as w:
             for ex in examples:
                 w.write(ex)
+
+    Leaving the ``with`` block without an error calls :meth:`finish`, which writes the folder's
+    completion marker; after an error (or a bare :meth:`close`) the folder stays unmarked, so that
+    readers refuse it.
     """
 
     def __init__(self, out_dir: str | Path, *, kind: Kind, shard_size: int = 1000, audio_format: str = "flac"):
@@ -131,9 +155,26 @@ class ExampleSharWriter:
     def close(self) -> None:
         self._writer.close()
 
+    def finish(self, *, marker_for: str | Path | None = None, skipped: dict[str, int] | None = None,
+               extra: dict | None = None) -> dict:
+        """Close the shards, then write the completion marker (the last file) for ``marker_for``
+        (default: this folder; a writer into a temporary folder names the final one, which the
+        folder is renamed to after this). Returns the marker."""
+        self.close()
+        shards = list_shards(self.out_dir) if self.num_written else []
+        counts = [count_newlines_fast(s.index_file) for s in shards]
+        if sum(counts) != self.num_written:
+            raise RuntimeError(f"{self.out_dir}: wrote {self.num_written} examples but its shards hold {sum(counts)}")
+        marker = make_marker(self.kind, describe([s.paths for s in shards], counts), skipped=skipped, extra=extra)
+        write_marker(marker_for or self.out_dir, marker)
+        return marker
+
     def __enter__(self) -> ExampleSharWriter:
         self._writer.__enter__()
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.finish()
+        else:
+            self.close()

@@ -1,4 +1,5 @@
 """Helpers used by several packages; nothing here imports from above: ``loss.py``, ``metrics.py``
 (BLEU/chrF/WER, gathered over ranks), ``decoding.py`` (greedy and beam search), ``optim.py``,
 ``freeze.py``, ``lora.py``, ``sequence.py``, ``text_processor.py`` (tokenizer and prompts),
-``cache.py`` (the cache folder), ``threads.py`` (CPU threads measured on the run's own steps)."""
+``cache.py`` (the cache folder), ``process.py`` (children that exit with their parent), ``threads.py``
+(CPU threads measured on the run's own steps)."""

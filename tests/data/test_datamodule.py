@@ -93,7 +93,9 @@ def test_error_in_a_worker_stops_the_main_process(tmp_path, text_sources):
     bad = write_text_source(tmp_path / "bad", "bad", 30, shard_size=30)
     with gzip.open(bad / "text.000000.jsonl.gz", "at") as f:
         f.write("{not json\n")
-    cfg = data_cfg(tmp_path, {"a": text_sources["a"], "b": bad}, num_workers=2, estimation_examples=5)
+    # The shard no longer matches its completion marker; allow_incomplete lets it reach the workers.
+    cfg = data_cfg(tmp_path, {"a": text_sources["a"], "b": bad}, num_workers=2, estimation_examples=5,
+                   allow_incomplete=True)
     dm = EmmettDataModule(cfg, text=WordLengthIds())
     with pytest.raises(Exception, match=r"text\.000000\.jsonl\.gz:31: not valid JSON"):
         for _ in itertools.islice(dm.train_dataloader(), 200):

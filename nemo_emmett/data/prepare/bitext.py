@@ -3,57 +3,42 @@
 Layouts: line-aligned bitext (plain or .gz; many pairs through :mod:`nemo_emmett.data.prepare.templates`),
 NeMo JSON manifests and tsv files with audio paths. Output, under ``<out_dir>/<dataset>/``::
 
-    mt_en-de/        text Shar (text.NNNNNN.jsonl.gz)
-    st_en-de/        audio Shar (cuts.NNNNNN.jsonl.gz + recording.NNNNNN.tar)
-    summary.json     per folder: examples, dropped (and where), hours, tokens
-    sources.yaml     the folders as tagged sources, to paste into a data config
+    mt_en-de/                text Shar (text.NNNNNN.jsonl.gz)
+    mt_en-de.complete.json   its completion marker, written last (``data/marker.py``)
+    st_en-de/                audio Shar (cuts.NNNNNN.jsonl.gz + recording.NNNNNN.tar)
+    summary.json             per folder: examples, dropped (per reason, and where), hours, tokens
+    sources.yaml             the folders as tagged sources, to paste into a data config
 
-The reports sit outside the shard folders because a stray file inside one breaks Shar reading.
+Each folder is written under a temporary name and renamed into place when it is complete
+(``output.py``); a re-run skips complete folders and redoes unfinished ones. The reports and
+markers sit outside the shard folders because a stray file inside one breaks Shar reading.
 Example ids are ``<dataset>-<src>-<tgt>-<lineno>`` (line number in the input file, from 1).
 Bad input fails before anything is written where it can be checked up front (missing files,
-unequal line counts); nothing is dropped without being counted in the summary.
+unequal line counts, language codes); errors name the file (and line); nothing is dropped without
+being counted in the summary.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
-import shutil
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-import yaml
+import soundfile as sf
 from lhotse import Recording
 from lhotse.serialization import open_best
 from tqdm import tqdm
 
 import nemo_emmett.data.examples as E
-from nemo_emmett.data.prepare.templates import Mode, Pair, corpus_paths
-from nemo_emmett.data.shar import ExampleSharWriter
+from nemo_emmett.data.prepare.output import DatasetOutput, FolderSummary, PrepareOptions
+from nemo_emmett.data.prepare.templates import Mode, Pair, check_lang_code, corpus_paths
 
 log = logging.getLogger(__name__)
-
-EmptyLinePolicy = Literal["error", "skip"]
-_SHOWN_DROPS = 5  # drop locations kept per folder in the summary and the warning
-
-
-@dataclass
-class PrepareOptions:
-    """Settings shared by every layout."""
-
-    dataset: str
-    out_dir: str
-    shard_size: int = 1000
-    empty_lines: EmptyLinePolicy = "error"  # error: stop at file:line; skip: drop, count, warn
-    max_lines: int | None = None  # read at most this many lines (records) of each input file
-    tokenizer: str | None = None  # SentencePiece .model: count its tokens instead of words
-    overwrite: bool = False  # replace output folders that exist (otherwise an error)
-    audio_format: str = "flac"
-    progress: bool = True
-
 
 @dataclass
 class BitextOptions:
@@ -99,46 +84,39 @@ class AudioRow:
     target_lang: str | None
 
 
-@dataclass
-class FolderSummary:
-    """One output folder: its source tags (as in ``sources.yaml``) and what went into it."""
-
-    name: str
-    path: str
-    task: str
-    modality: str
-    source_lang: str
-    target_lang: str
-    dataset: str
-    num_examples: int = 0
-    dropped: int = 0
-    drop_locations: list[str] = field(default_factory=list)
-    hours: float = 0.0
-    source_tokens: int = 0
-    target_tokens: int = 0
-    token_unit: str = "words"
+def read_lines(path: str) -> Iterator[tuple[int, bytes]]:
+    """``(lineno, raw line)`` of a plain or .gz file; a broken file (truncated, bad CRC, not gzip)
+    is an error naming it and the line it broke after."""
+    lineno = 0
+    try:
+        with open_best(path, "rb") as f:
+            for lineno, line in enumerate(f, start=1):
+                yield lineno, line
+    except (EOFError, zlib.error, OSError) as e:
+        what = "gzip file" if str(path).endswith(".gz") else "file"
+        raise ValueError(f"{path}: cannot read it after line {lineno} ({type(e).__name__}: {e}); "
+                         f"expected a complete, valid {what}") from e
 
 
 def read_bitext(src_path: str, tgt_path: str, max_lines: int | None = None) -> Iterator[tuple[int, str, str]]:
-    """``(lineno, source, target)`` of two line-aligned files (plain or .gz), lines stripped."""
-    with open_best(src_path, "rb") as fs, open_best(tgt_path, "rb") as ft:
-        for lineno, (s, t) in enumerate(zip(fs, ft), start=1):
-            if max_lines is not None and lineno > max_lines:
-                return
-            yield lineno, _decode(s, src_path, lineno), _decode(t, tgt_path, lineno)
+    """``(lineno, source, target)`` of two line-aligned files (plain or .gz), lines stripped (and a
+    UTF-8 byte order mark at the start of a file)."""
+    for (lineno, s), (_, t) in zip(read_lines(src_path), read_lines(tgt_path)):
+        if max_lines is not None and lineno > max_lines:
+            return
+        yield lineno, _decode(s, src_path, lineno), _decode(t, tgt_path, lineno)
 
 
 def count_lines(path: str) -> int:
     """Lines in a plain or .gz file (a last line without a newline counts)."""
-    with open_best(path, "rb") as f:
-        return sum(1 for _ in f)
+    return sum(1 for _ in read_lines(path))
 
 
 def read_records(opts: ManifestOptions) -> Iterator[tuple[int, dict | None]]:
     """``(lineno, record)`` of a manifest, or of a tsv when ``opts`` is :class:`TsvOptions`;
     ``record`` is None for a blank line."""
     path = _existing(opts.path, "tsv file" if isinstance(opts, TsvOptions) else "Manifest")
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:  # -sig: a byte order mark is not text
         if isinstance(opts, TsvOptions):
             rows = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
             header = next(rows, None)
@@ -182,7 +160,8 @@ def read_audio_rows(opts: ManifestOptions, max_lines: int | None = None) -> Iter
             transcript=str(rec[opts.transcript_key]).strip(),
             translation=None if translation is None else str(translation).strip(),
             source_lang=_lang(rec.get(opts.source_lang_key) or opts.source_lang, "source_lang", where),
-            target_lang=rec.get(opts.target_lang_key) or opts.target_lang,
+            target_lang=_lang(rec.get(opts.target_lang_key) or opts.target_lang, "target_lang", where,
+                              required=False),
         )
 
 
@@ -198,30 +177,42 @@ def prepare_bitext(bitext: BitextOptions, opts: PrepareOptions) -> list[FolderSu
             raise ValueError(f"Bitext sides differ in length for {src}-{tgt}: {sp!r} has {totals[sp]} lines, "
                              f"{tp!r} has {totals[tp]}")
     with DatasetOutput(opts) as out:
+        todo = out.start([("mt", src, tgt) for src, tgt in paths])
         for (src, tgt), (sp, tp) in paths.items():
-            out.open_folder("mt", src, tgt)
+            key = ("mt", src, tgt)
+            if key not in todo:
+                continue
+            out.open_folder(key)
             total = min(totals[sp], opts.max_lines or totals[sp])
             lines = read_bitext(sp, tp, opts.max_lines)
             for lineno, s, t in tqdm(lines, total=total, desc=f"{opts.dataset} {src}-{tgt}", disable=not opts.progress):
                 empty = [f"{p}:{lineno}" for p, text in ((sp, s), (tp, t)) if not text]
                 if empty:
-                    out.drop_empty("mt", src, tgt, empty[0])
+                    out.drop_empty(key, empty[0])
                     continue
                 example_id = f"{opts.dataset}-{src}-{tgt}-{lineno}"
                 out.write(E.make_text_example(example_id=example_id, source_text=s, target_text=t,
                                               source_lang=src, target_lang=tgt, dataset=opts.dataset))
+            out.finish_folder(key)  # complete and in place before the next direction starts
     return out.summaries
 
 
 def prepare_audio(listing: ManifestOptions, opts: PrepareOptions) -> list[FolderSummary]:
-    """ST folders (records with a translation) and ASR folders (without) from a manifest or tsv."""
-    rows = read_audio_rows(listing, opts.max_lines)
+    """ST folders (records with a translation) and ASR folders (without) from a manifest or tsv.
+    Audio with 0 samples is dropped (counted as ``empty_audio``); multi-channel audio is stored as
+    the mean of its channels (counted, warned once per folder); the sampling rate is kept (loading
+    resamples to ``data.sampling_rate``)."""
+    keys = {row.lineno: _audio_key(row) for row in read_audio_rows(listing, opts.max_lines)}  # no audio read
     with DatasetOutput(opts) as out:
+        todo = set(out.start(list(keys.values())))
+        rows = read_audio_rows(listing, opts.max_lines)
         for row in tqdm(rows, desc=opts.dataset, unit="ex", disable=not opts.progress):
-            task = "st" if row.translation is not None else "asr"
-            tgt_lang = row.source_lang if task == "asr" else _lang(row.target_lang, "target_lang", row.where)
+            key = keys[row.lineno]
+            if key not in todo:
+                continue
+            task, _, tgt_lang = key
             if not row.transcript or row.translation == "":
-                out.drop_empty(task, row.source_lang, tgt_lang, row.where)
+                out.drop_empty(key, row.where)
                 continue
             cut_id = f"{opts.dataset}-{row.source_lang}-{tgt_lang}-{row.lineno}"
             try:
@@ -229,6 +220,18 @@ def prepare_audio(listing: ManifestOptions, opts: PrepareOptions) -> list[Folder
             except Exception as e:
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
                 raise ValueError(f"{row.where}: cannot read audio {row.audio_path!r} ({reason})") from e
+            if recording.num_samples == 0:
+                log.warning("%s: audio %r has no samples; dropped (counted in summary.json)", row.where, row.audio_path)
+                out.drop(key, f"{row.where} {row.audio_path}", "empty_audio")
+                continue
+            if recording.num_channels > 1:
+                summary = out.open_folder(key)
+                if not summary.downmixed:
+                    log.warning("%s: audio %r has %d channels; storing their mean (further multi-channel files of "
+                                "%s are counted in summary.json)", row.where, row.audio_path, recording.num_channels,
+                                summary.name)
+                summary.downmixed += 1
+                recording = _downmix(recording)
             out.write(E.make_audio_example(
                 recording=recording, transcript=row.transcript, source_lang=row.source_lang,
                 target_text=row.transcript if task == "asr" else row.translation, target_lang=tgt_lang,
@@ -237,105 +240,18 @@ def prepare_audio(listing: ManifestOptions, opts: PrepareOptions) -> list[Folder
     return out.summaries
 
 
-class DatasetOutput:
-    """The Shar writers of one dataset's folders, their counts, and the reports written on close."""
-
-    def __init__(self, opts: PrepareOptions):
-        self.opts = opts
-        self.root = Path(opts.out_dir) / opts.dataset
-        self.count_tokens, self.token_unit = make_token_counter(opts.tokenizer)
-        self._folders: dict[tuple[str, str, str], FolderSummary] = {}
-        self._writers: dict[tuple[str, str, str], ExampleSharWriter] = {}
-
-    @property
-    def summaries(self) -> list[FolderSummary]:
-        return list(self._folders.values())
-
-    def open_folder(self, task: str, src: str, tgt: str) -> FolderSummary:
-        key = (task, src, tgt)
-        if key not in self._folders:
-            path = self.root / f"{task}_{src}-{tgt}"
-            if path.exists() and any(path.iterdir()):
-                if not self.opts.overwrite:
-                    raise FileExistsError(f"Output folder {str(path)!r} already exists; remove it, choose another "
-                                          f"--dataset/--out, or pass --overwrite")
-                shutil.rmtree(path)
-            self._folders[key] = FolderSummary(
-                name=f"{self.opts.dataset}_{task}_{src}-{tgt}", path=str(path.resolve()), task=task,
-                modality="text" if task == "mt" else "audio", source_lang=src, target_lang=tgt,
-                dataset=self.opts.dataset, token_unit=self.token_unit,
-            )
-        return self._folders[key]
-
-    def drop_empty(self, task: str, src: str, tgt: str, where: str) -> None:
-        if self.opts.empty_lines != "skip":
-            raise ValueError(f"{where}: empty source or target text (pass empty_lines='skip' / "
-                             f"--empty-lines skip to drop such examples)")
-        summary = self.open_folder(task, src, tgt)
-        summary.dropped += 1
-        if len(summary.drop_locations) < _SHOWN_DROPS:
-            summary.drop_locations.append(where)
-
-    def write(self, ex: E.Example) -> None:
-        key = (E.task(ex), E.source_lang(ex), E.target_lang(ex))
-        summary = self.open_folder(*key)
-        if key not in self._writers:
-            self._writers[key] = ExampleSharWriter(summary.path, kind=summary.modality,
-                                                   shard_size=self.opts.shard_size, audio_format=self.opts.audio_format)
-        self._writers[key].write(ex)
-        summary.num_examples += 1
-        summary.source_tokens += self.count_tokens(E.source_text(ex))
-        summary.target_tokens += self.count_tokens(E.target_text(ex))
-        if E.is_audio(ex):
-            summary.hours += ex.duration / 3600
-
-    def __enter__(self) -> DatasetOutput:
-        return self
-
-    def __exit__(self, exc_type, *exc) -> None:
-        for writer in self._writers.values():
-            writer.close()
-        if exc_type is None:
-            for s in self.summaries:
-                if s.dropped:
-                    log.warning("%s: dropped %d example(s) with an empty source or target; first at %s",
-                                s.name, s.dropped, ", ".join(s.drop_locations))
-            write_reports(self.root, self.summaries)
+def _audio_key(row: AudioRow) -> tuple[str, str, str]:
+    if row.translation is None:
+        return "asr", row.source_lang, row.source_lang
+    return "st", row.source_lang, _lang(row.target_lang, "target_lang", row.where)
 
 
-def write_reports(root: Path, summaries: list[FolderSummary]) -> None:
-    """``summary.json`` and ``sources.yaml`` in ``root``, merged with the folders of earlier runs."""
-    summary_path = root / "summary.json"
-    merged = {s.name: asdict(s) for s in summaries}
-    if summary_path.exists():
-        try:
-            earlier = json.loads(summary_path.read_text())["folders"]
-        except (ValueError, KeyError) as e:
-            raise ValueError(f"{summary_path}: not a summary written by this tool ({e}); remove it") from e
-        for old in earlier:
-            if old["name"] not in merged and Path(old["path"]).exists():
-                merged[old["name"]] = old
-    folders = [merged[k] for k in sorted(merged)]
-    root.mkdir(parents=True, exist_ok=True)
-    report = {"dataset": root.name, "folders": folders}
-    summary_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    tags = ("name", "path", "task", "modality", "source_lang", "target_lang", "dataset", "num_examples")
-    sources = [{k: f[k] for k in tags} for f in folders if f["num_examples"] > 0]
-    header = f"# Shar sources of dataset {root.name!r}: paste under data.train_sources (or validation_sources).\n"
-    (root / "sources.yaml").write_text(header + yaml.safe_dump(sources, sort_keys=False, allow_unicode=True))
-
-
-def make_token_counter(tokenizer: str | None) -> tuple[Callable[[str], int], str]:
-    """``(count, unit)``: whitespace words, or SentencePiece pieces of the model at ``tokenizer``."""
-    if tokenizer is None:
-        return (lambda text: len(text.split())), "words"
-    import sentencepiece as spm
-
-    try:
-        sp = spm.SentencePieceProcessor(model_file=_existing(tokenizer, "SentencePiece model"))
-    except (RuntimeError, OSError) as e:
-        raise ValueError(f"Cannot load SentencePiece model {tokenizer!r} ({e})") from e
-    return (lambda text: len(sp.encode(text))), "sentencepiece"
+def _downmix(recording: Recording) -> Recording:
+    """A mono recording (in memory, lossless FLAC) of the mean of ``recording``'s channels."""
+    audio = recording.load_audio().mean(axis=0)  # (C, T) -> (T,)
+    buf = io.BytesIO()
+    sf.write(buf, audio, recording.sampling_rate, format="FLAC", subtype="PCM_24")
+    return Recording.from_bytes(buf.getvalue(), recording_id=recording.id)
 
 
 def _existing(path: str, what: str) -> str:
@@ -346,7 +262,7 @@ def _existing(path: str, what: str) -> str:
 
 def _decode(line: bytes, path: str, lineno: int) -> str:
     try:
-        return line.decode("utf-8").strip()
+        return line.decode("utf-8-sig" if lineno == 1 else "utf-8").strip()
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}:{lineno}: not valid UTF-8 ({e})") from e
 
@@ -357,7 +273,9 @@ def _resolve(audio_path: str, listing: str) -> str:
     return str(p if p.is_absolute() else Path(listing).parent / p)
 
 
-def _lang(value: object, name: str, where: str) -> str:
-    if not isinstance(value, str) or not value:
+def _lang(value: object, name: str, where: str, *, required: bool = True) -> str | None:
+    if value is None or value == "":
+        if not required:
+            return None
         raise ValueError(f"{where}: no {name} (give the field/column or the default, e.g. --{name.replace('_', '-')})")
-    return value
+    return check_lang_code(value, f"{where}: {name}")

@@ -20,13 +20,12 @@ from typing import Any
 
 from nemo_emmett.data.prepare.bitext import (
     BitextOptions,
-    FolderSummary,
     ManifestOptions,
-    PrepareOptions,
     TsvOptions,
     prepare_audio,
     prepare_bitext,
 )
+from nemo_emmett.data.prepare.output import FolderSummary, PrepareOptions
 from nemo_emmett.data.prepare.speech import SpeechOptions, prepare_speech
 from nemo_emmett.data.prepare.templates import MODES, discover_pairs, parse_pairs
 
@@ -45,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"an empty source or target: stop, or drop and count it (default {PrepareOptions.empty_lines})")
     common.add_argument("--max-lines", type=_positive, help="read at most N lines of each input file")
     common.add_argument("--tokenizer", help="SentencePiece .model: report its token counts instead of words")
-    common.add_argument("--overwrite", action="store_true", help="replace output folders that already exist")
+    common.add_argument("--overwrite", action="store_true",
+                        help="prepare complete output folders again (without it they are skipped, and "
+                             "unfinished ones are redone)")
     common.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     bitext = sub.add_parser("bitext", parents=[common], help="line-aligned text files (plain or .gz)")
@@ -68,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     speech.add_argument("--no-asr", action="store_true", help="no ASR folder (target = the spoken line)")
     speech.add_argument("--voices", help="comma-separated espeak-ng voices (default en-us,en-gb,en-gb-x-rp)")
     speech.add_argument("--seed", type=int, help="seed of the per-line voice, speed and pitch")
+    speech.add_argument("--chunk-size", type=_positive,
+                        help=f"lines synthesised per round: bounds the audio held in memory (default {SpeechOptions.chunk_size})")
 
     for name, cls in (("manifest", ManifestOptions), ("tsv", TsvOptions)):
         what = "field" if name == "manifest" else "column"
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             voices = {"voices": args.voices.split(",")} if args.voices else {}
             summaries = prepare_speech(SpeechOptions(src_template=args.src_template, tgt_template=args.tgt_template,
                                                      pairs=parse_pairs(args.pairs), asr=not args.no_asr,
-                                                     **voices, **_given(args, "seed")), opts)
+                                                     **voices, **_given(args, "seed", "chunk_size")), opts)
         else:
             cls = ManifestOptions if args.layout == "manifest" else TsvOptions
             keys = ("path", "audio_key", "transcript_key", "source_lang_key", "target_lang_key",

@@ -8,6 +8,7 @@ English speech synthesised by ``espeak-ng`` with a seeded voice, speed and pitch
 Layout (one Shar folder per source, ids end with the number, e.g. ``demo-st_en-de-004217``)::
 
     <root>/train/asr_en-en/  st_en-de/  st_en-fr/  st_en-es/      audio Shar (same clips, own cut ids)
+    <root>/train/asr_en-en.complete.json  ...                      each folder's marker (``data/marker.py``)
     <root>/train/mt_en-de/  mt_de-en/  ...                         text Shar
     <root>/validation/...                                          the same sources, held-out numbers
     <root>/sources.yaml    ready for ``data.train.sources`` / ``data.validation.sources``
@@ -47,8 +48,10 @@ from nemo_emmett.data.sources import SourceSpec
 
 log = logging.getLogger(__name__)
 
-CORPUS_VERSION = 1
-"""Bump whenever the generator's output changes for the same config (it is part of the cache key)."""
+CORPUS_VERSION = 2
+"""Bump whenever the generator's output changes for the same config (it is part of the cache key).
+2: every Shar folder has its completion marker (``data/marker.py``); caches of version 1 have none,
+so the new key has them rebuilt beside the old ones instead of refused by the readers."""
 
 DATASET = "demo"
 SPLITS = ("train", "validation")

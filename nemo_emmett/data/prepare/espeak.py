@@ -17,6 +17,8 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
+from nemo_emmett.parts.process import exit_with_parent
+
 INSTALL_HINT = (
     "espeak-ng is not installed; it synthesises the demo speech. Install it with "
     "`apt-get install -y espeak-ng` (Debian/Ubuntu, as root) or `brew install espeak-ng` (macOS), "
@@ -74,14 +76,18 @@ def synthesize_many(jobs: list[SpeechJob], *, sampling_rate: int = 16000, num_wo
                     desc: str = "espeak-ng") -> dict[Hashable, bytes]:
     """Synthesise every job with a process pool and a progress bar; FLAC bytes by key."""
     require_espeak()
-    # Workers come from a forkserver, never forked from this process: a fork of a process whose
-    # threads (torch, the profiler) hold locks can die or hang, and a plain Pool then waits forever.
-    # The executor raises instead when a worker dies.
-    ctx = multiprocessing.get_context("forkserver" if sys.platform.startswith("linux") else "spawn")
+    # Workers are spawned (a fresh interpreter), never forked from this process: a fork of a process
+    # whose threads (torch, the profiler) hold locks can die or hang, and a plain Pool then waits
+    # forever; the executor raises instead when a worker dies. Not a forkserver either: every
+    # forkserver child holds the server's "alive" pipe open, so after a SIGKILL of this process the
+    # server and its workers all wait on each other for ever (re-parented to PID 1). Spawned workers
+    # are this process's children, and ``exit_with_parent`` has the kernel kill them when it dies;
+    # the resource tracker then sees its pipe close and exits too.
+    ctx = multiprocessing.get_context("spawn")
     out: dict[Hashable, bytes] = {}
     fn = partial(synthesize_flac, sampling_rate=sampling_rate)
     with (
-        ProcessPoolExecutor(max(1, num_workers), mp_context=ctx) as pool,
+        ProcessPoolExecutor(max(1, num_workers), mp_context=ctx, initializer=exit_with_parent) as pool,
         tqdm(total=len(jobs), desc=desc, unit="utt", file=sys.stderr) as bar,
     ):
         try:

@@ -13,14 +13,9 @@ from lhotse import Recording
 from tqdm import tqdm
 
 import nemo_emmett.data.examples as E
-from nemo_emmett.data.prepare.bitext import (
-    DatasetOutput,
-    FolderSummary,
-    PrepareOptions,
-    count_lines,
-    read_bitext,
-)
+from nemo_emmett.data.prepare.bitext import count_lines, read_bitext
 from nemo_emmett.data.prepare.espeak import SpeechJob, synthesize_many
+from nemo_emmett.data.prepare.output import DatasetOutput, FolderSummary, PrepareOptions
 from nemo_emmett.data.prepare.templates import Pair, corpus_paths
 
 
@@ -54,31 +49,42 @@ def prepare_speech(speech: SpeechOptions, opts: PrepareOptions) -> list[FolderSu
         raise ValueError(f"speech: files are not line-aligned: {counts}")
     targets = {tgt: tp for (_, tgt), (_, tp) in paths.items()}
     lines = _aligned_lines(src, src_path, targets, opts.max_lines)
-    with DatasetOutput(opts) as out, tqdm(total=len(lines), desc=f"{opts.dataset} speech", unit="line",
-                                          disable=not opts.progress) as bar:
+    keys = ([("asr", src, src)] if speech.asr else []) + [("st", src, tgt) for tgt in targets]
+    with DatasetOutput(opts) as out:
+        todo = out.start(keys)  # before any synthesis: complete folders are skipped, not spoken again
+        if todo:
+            _speak_into(out, todo, speech, src, src_path, targets, lines, opts)
+    return out.summaries
+
+
+def _speak_into(out: DatasetOutput, todo: list[tuple[str, str, str]], speech: SpeechOptions, src: str,
+                src_path: str, targets: dict[str, str], lines: list[tuple[int, dict[str, str]]],
+                opts: PrepareOptions) -> None:
+    """Synthesise ``lines`` chunk by chunk and write each clip into every folder of ``todo``."""
+    # Lines with an empty side are counted (and reported) under the first ST folder written, or are an error.
+    drop_key = next((k for k in todo if k[0] == "st"), todo[0])
+    with tqdm(total=len(lines), desc=f"{opts.dataset} speech", unit="line", disable=not opts.progress) as bar:
         for start in range(0, len(lines), speech.chunk_size):
             chunk = lines[start : start + speech.chunk_size]
             jobs = []
             for lineno, text in chunk:
                 if all(text.values()):
                     jobs.append(SpeechJob(lineno, text[src], *_voice(speech, lineno)))
-                else:  # counted (and reported) under the first ST direction, or an error by default
-                    out.drop_empty("st", src, next(iter(targets)), f"{src_path}:{lineno}")
+                else:
+                    out.drop_empty(drop_key, f"{src_path}:{lineno}")
             clips = synthesize_many(jobs, sampling_rate=speech.sampling_rate, num_workers=speech.num_workers,
                                     desc="espeak-ng") if jobs else {}
             for lineno, text in chunk:
                 if lineno not in clips:
                     continue
                 rec = Recording.from_bytes(clips[lineno], recording_id=f"{opts.dataset}-{src}-{lineno}")
-                outputs = ([("asr", src, text[src])] if speech.asr else []) + \
-                    [("st", tgt, text[tgt]) for tgt in targets]
-                for task, tgt, target in outputs:
+                for task, _, tgt in todo:
+                    target = text[src] if task == "asr" else text[tgt]
                     out.write(E.make_audio_example(
                         recording=rec, transcript=text[src], source_lang=src, target_text=target, target_lang=tgt,
                         task=task, dataset=opts.dataset, cut_id=f"{opts.dataset}-{task}-{src}-{tgt}-{lineno}",
                     ))
             bar.update(len(chunk))
-    return out.summaries
 
 
 def _aligned_lines(src: str, src_path: str, targets: dict[str, str],

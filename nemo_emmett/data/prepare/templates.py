@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import string
 from collections.abc import Callable, Iterable
 from typing import Literal
@@ -75,6 +76,19 @@ def expand_template(template: str, src: str, tgt: str) -> str:
     return template.format_map(template_variables(src, tgt))
 
 
+LANG_CODE = re.compile(r"^[a-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+"""A language code: ISO 639 letters, optionally a script or region (``en``, ``pt_BR``, ``zh-Hant``,
+``yue``); it becomes part of folder names, tags and prompts."""
+
+
+def check_lang_code(value: object, what: str = "language code") -> str:
+    """``value`` when it is a language code (:data:`LANG_CODE`), else an error naming it."""
+    if not isinstance(value, str) or not LANG_CODE.match(value):
+        raise ValueError(f"{what} {value!r} is not a language code: expected 2-3 lowercase ISO 639 letters, "
+                         "optionally with a script or region (en, de, pt_BR, zh-Hant)")
+    return value
+
+
 def parse_pairs(text: str) -> list[Pair]:
     """``"en-de,en-fr"`` -> ``[("en", "de"), ("en", "fr")]``."""
     pairs = []
@@ -82,7 +96,8 @@ def parse_pairs(text: str) -> list[Pair]:
         parts = item.split("-")
         if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
             raise ValueError(f"Language pair {item!r} is not of the form src-tgt with two different languages")
-        pairs.append((parts[0], parts[1]))
+        pairs.append((check_lang_code(parts[0], f"language pair {item!r}: source"),
+                      check_lang_code(parts[1], f"language pair {item!r}: target")))
     if not pairs:
         raise ValueError(f"No language pairs in {text!r}; expected e.g. en-de,en-fr")
     return pairs
@@ -102,6 +117,10 @@ def corpus_paths(src_template: str, tgt_template: str, pairs: Iterable[Pair], mo
     """
     if mode not in MODES:
         raise ValueError(f"Corpus mode {mode!r} is not one of {MODES}")
+    pairs = list(pairs)
+    for src, tgt in pairs:
+        check_lang_code(src, f"direction {src}-{tgt}: source")
+        check_lang_code(tgt, f"direction {src}-{tgt}: target")
     allowed = VARIABLES if mode == "directional" else SYMMETRIC_VARIABLES
     for template in (src_template, tgt_template):
         try:

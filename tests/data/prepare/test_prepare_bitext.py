@@ -120,14 +120,16 @@ def test_empty_line_skip_counts_the_drop(tmp_path, caplog):
     assert (folder["num_examples"], folder["dropped"], folder["drop_locations"]) == (4, 1, [f"{src}:4"])
 
 
-def test_max_lines_and_existing_folder(tmp_path):
+def test_max_lines_and_existing_folder(tmp_path, caplog):
     write_lines(tmp_path / "train.en", EN)
     write_lines(tmp_path / "train.de", DE)
     bitext = BitextOptions(f"{tmp_path}/train.{{src_lang}}", f"{tmp_path}/train.{{tgt_lang}}", pairs=[("en", "de")])
     prepare_bitext(bitext, opts(tmp_path, max_lines=2))
     assert count_examples(tmp_path / "out/toy/mt_en-de") == 2
-    with pytest.raises(FileExistsError, match="--overwrite"):
-        prepare_bitext(bitext, opts(tmp_path, max_lines=3))
+    with caplog.at_level(logging.INFO):  # a complete folder is kept, and said so
+        [summary] = prepare_bitext(bitext, opts(tmp_path, max_lines=3))
+    assert "Skipping" in caplog.text and "--overwrite" in caplog.text and summary.num_examples == 2
+    assert count_examples(tmp_path / "out/toy/mt_en-de") == 2
     prepare_bitext(bitext, opts(tmp_path, max_lines=3, overwrite=True))
     assert count_examples(tmp_path / "out/toy/mt_en-de") == 3
 
@@ -242,7 +244,8 @@ def test_cli_bitext_writes_folder_summary_and_sources(tmp_path, capsys):
                "--dataset", "toy", "--out", str(out), "--no-progress"])
     assert rc == 0
     assert count_examples(out / "toy/mt_en-de") == 3 and count_examples(out / "toy/mt_en-fr") == 3
-    assert sorted(p.name for p in (out / "toy").iterdir()) == ["mt_en-de", "mt_en-fr", "sources.yaml", "summary.json"]
+    assert sorted(p.name for p in (out / "toy").iterdir()) == [
+        "mt_en-de", "mt_en-de.complete.json", "mt_en-fr", "mt_en-fr.complete.json", "sources.yaml", "summary.json"]
     summary = json.loads((out / "toy/summary.json").read_text())
     assert [(f["name"], f["num_examples"], f["dropped"]) for f in summary["folders"]] == [
         ("toy_mt_en-de", 3, 0), ("toy_mt_en-fr", 3, 0)]
