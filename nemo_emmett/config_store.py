@@ -92,8 +92,9 @@ class RunConfig:
     oomptimizer: OOMptimizerConfig = field(default_factory=OOMptimizerConfig)
     """Size each bucket's batch to fill memory, measured on the model before fit (``enabled=true``)."""
     threads: ThreadsConfig = field(default_factory=ThreadsConfig)
-    """CPU intra-op threads: by default measured on the run's own steps and the fastest kept, which
-    on a loaded machine is often fewer than one per core (``threads.mode=fixed threads.threads=N`` pins)."""
+    """CPU intra-op threads: torch's default (one per core) unless pinned (``threads.threads=N``) or
+    measured on the run's own steps with the fastest kept (``threads.mode=auto``: on a loaded machine
+    often fewer than one per core)."""
     trainer: dict[str, Any] = field(default_factory=lambda: dict(TRAINER))
     """Lightning ``Trainer`` arguments (free-form; add others with ``+trainer.<key>=``)."""
     exp_manager: dict[str, Any] = field(default_factory=lambda: dict(EXP_MANAGER))

@@ -24,9 +24,11 @@ MODES = ("auto", "fixed")
 class ThreadsConfig:
     """Intra-op threads of the training process on CPU (GPU runs are left alone)."""
 
-    mode: str = "auto"
-    """'auto': measure the candidate thread counts on training steps and keep the fastest (re-measured
-    every ``period`` steps); 'fixed': ``threads`` threads throughout."""
+    mode: str = "fixed"
+    """'fixed': ``threads`` threads throughout (with ``threads: null``, torch's default: the behaviour of
+    earlier releases, on which the README's demo figures were measured); 'auto': measure the candidate
+    thread counts on training steps and keep the fastest (re-measured every ``period`` steps), for a
+    machine that other processes load (docs/reliability.md)."""
     threads: int | None = None
     """'fixed': this many threads (None: torch's default, one per core). 'auto': the largest candidate
     (None: torch's default); the candidates are it, its half and 1."""
