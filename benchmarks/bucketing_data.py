@@ -51,6 +51,10 @@ def read_lines(data_dir: Path, lang: str) -> list[str]:
         return [line.rstrip("\n") for line in f]
 
 
+LAYOUT_VERSION = 2
+"""2: the Shar folders carry completion markers (``data/marker.py``); caches without them are rebuilt."""
+
+
 def _atomic_build(final: Path, build: Callable[[Path], None], marker: dict[str, Any]) -> Path:
     """Build into a temporary sibling folder, then move it into place; ``done.json`` is written
     next to (never inside) the Shar folders and marks a complete build."""
@@ -70,7 +74,8 @@ def _atomic_build(final: Path, build: Callable[[Path], None], marker: dict[str, 
 def text_shar_dirs(data_dir: Path, lines: dict[str, list[str]], root: Path) -> dict[str, Path]:
     """One text Shar folder per MT direction, all 29,000 training lines."""
     n = len(lines["en"])
-    marker = {"corpus": "multi30k/train", "lines": n, "directions": ["-".join(d) for d in MT_DIRECTIONS]}
+    marker = {"corpus": "multi30k/train", "lines": n, "directions": ["-".join(d) for d in MT_DIRECTIONS],
+              "layout": LAYOUT_VERSION}
 
     def build(tmp: Path) -> None:
         for src, tgt in MT_DIRECTIONS:
@@ -88,7 +93,8 @@ def speech_shar_dir(lines: dict[str, list[str]], num: int, root: Path, workers: 
     line), German targets. Synthesized once with a pool of ``workers`` processes, then cached."""
     from lhotse import Recording
 
-    marker = {"corpus": "multi30k/train", "num": num, "voice": "en-us", "version": SPEECH_VERSION}
+    marker = {"corpus": "multi30k/train", "num": num, "voice": "en-us", "version": SPEECH_VERSION,
+              "layout": LAYOUT_VERSION}
 
     def build(tmp: Path) -> None:
         jobs = [SpeechJob(i, lines["en"][i], "en-us", random.Random(f"speed:{i}").randint(140, 180))
