@@ -99,6 +99,10 @@ class RunConfig:
     """Lightning ``Trainer`` arguments (free-form; add others with ``+trainer.<key>=``)."""
     exp_manager: dict[str, Any] = field(default_factory=lambda: dict(EXP_MANAGER))
     """NeMo ``exp_manager`` arguments (free-form)."""
+    checkpoint_every_n_steps: int | None = None
+    """Also save a checkpoint every N training steps, between validations (``<name>--step=<step>.ckpt``
+    beside exp_manager's, only the newest kept), so that a killed run loses at most N steps; re-running
+    resumes from the newer of it and the ``-last`` one. None: checkpoints at validations only."""
 
 
 def _nullable_container(hint: Any) -> bool:

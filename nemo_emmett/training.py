@@ -4,6 +4,7 @@ model (``startup.py``) -> fit."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import lightning.pytorch as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -13,6 +14,8 @@ from nemo_emmett.mammoth.strategy import ComponentSyncStrategy  # registers trai
 from nemo_emmett.mammoth.sync import rank_task_table
 from nemo_emmett.mgcm.config import prepare_trainer_config
 from nemo_emmett.oomptimizer.callback import OOMptimizer
+from nemo_emmett.parts.run_lock import lock_folder
+from nemo_emmett.parts.step_checkpoint import StepCheckpoint, newest_checkpoint
 from nemo_emmett.parts.threads import ThreadsConfig, ThreadTuner, apply_threads
 from nemo_emmett.startup import build_data_and_model
 
@@ -54,6 +57,29 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     return callbacks
 
 
+def checkpoint_dir(trainer: pl.Trainer, em: DictConfig) -> Path:
+    """Where exp_manager will write (and resume) this run's checkpoints, computed before it runs."""
+    from nemo.utils.exp_manager import get_log_dir
+
+    dirpath = (em.get("checkpoint_callback_params") or {}).get("dirpath")
+    if dirpath:
+        return Path(dirpath)
+    log_dir, *_ = get_log_dir(trainer=trainer, exp_dir=em.get("exp_dir"), name=em.get("name"),
+                              version=em.get("version"), explicit_log_dir=em.get("explicit_log_dir"),
+                              use_datetime_version=em.get("use_datetime_version", True),
+                              resume_if_exists=em.get("resume_if_exists", False))
+    return Path(log_dir) / "checkpoints"
+
+
+def lock_experiment(trainer: pl.Trainer, ckpt_dir: Path) -> None:
+    """Rank 0 holds the lock of the checkpoint folder until it ends (a SIGKILL releases it too): a
+    second run of the same experiment would overwrite this one's checkpoints, so it stops at once.
+    (Inside the checkpoint folder: exp_manager moves the files of the run folder itself to ``run_N``.)"""
+    if trainer.global_rank == 0:
+        lock_folder(ckpt_dir, hint="Wait for it to finish (re-running then resumes it), or start a separate run "
+                                   "with another exp_manager.version=... or name=...")
+
+
 def train(cfg: DictConfig) -> pl.LightningModule:
     from nemo.utils.exp_manager import exp_manager
 
@@ -64,7 +90,16 @@ def train(cfg: DictConfig) -> pl.LightningModule:
     trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), callbacks=build_callbacks(cfg))
     with open_dict(cfg):
         cfg.exp_manager.version = sweep_version(cfg.exp_manager.get("version"), hydra_job_num())
+    ckpt_dir = checkpoint_dir(trainer, cfg.exp_manager)
+    lock_experiment(trainer, ckpt_dir)
     exp_manager(trainer, cfg.exp_manager)
+    if cfg.checkpoint_every_n_steps is not None:
+        trainer.callbacks.append(StepCheckpoint(ckpt_dir, name=cfg.name, every_n_steps=cfg.checkpoint_every_n_steps))
+    if cfg.exp_manager.get("resume_if_exists") and not cfg.exp_manager.get("resume_from_checkpoint"):
+        newest = newest_checkpoint(ckpt_dir)  # exp_manager knows only its -last checkpoint
+        if newest is not None and str(newest) != str(trainer.ckpt_path):
+            log.info("Resuming from the newest checkpoint %s (exp_manager chose %s)", newest, trainer.ckpt_path)
+            trainer.ckpt_path = str(newest)
     full_modular, rank_directions = None, None
     if isinstance(trainer.strategy, ComponentSyncStrategy):  # each rank builds and reads only its tasks
         full_modular = OmegaConf.to_container(cfg.model.modular, resolve=True)

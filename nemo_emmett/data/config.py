@@ -169,6 +169,9 @@ class DataConfig:
     """A bucket whose oldest example waited this many draws is emitted early (bounds resume replay)."""
     num_workers: int = 2
     val_batch_size: int = 32
+    log_batch_ids: str | None = None
+    """Debug: append a JSON line per training batch the model receives, ``{"batch": n, "ids": [...]}`` (n counts
+    from 1 over the whole run, resumes included), to this file: which examples each step trained on."""
     sampling_rate: int = 16000
     """Audio is resampled to this rate on loading; composed configs tie it to ``model.perception.sample_rate``."""
 

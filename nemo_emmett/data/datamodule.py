@@ -8,7 +8,12 @@ next run which worker's turn it is (the DataLoader takes workers round-robin).""
 
 from __future__ import annotations
 
+import json
 import logging
+import multiprocessing
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import lightning.pytorch as pl
@@ -21,6 +26,7 @@ from nemo_emmett.data.config import DataConfig, parse_data_config
 from nemo_emmett.data.dataset import StreamedBatch, TextIds, TrainBatches, ValidationBatches
 from nemo_emmett.data.plan import DataPlan, build_plan, with_batch_sizes
 from nemo_emmett.data.sources import sources_for_rank
+from nemo_emmett.parts.process import exit_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +106,7 @@ class EmmettDataModule(pl.LightningDataModule):
     def _loader(self, ds) -> DataLoader:
         nw = self.cfg.num_workers
         return DataLoader(ds, batch_size=None, num_workers=nw, persistent_workers=False,
-                          prefetch_factor=2 if nw > 0 else None)
+                          prefetch_factor=2 if nw > 0 else None, worker_init_fn=WorkerInit() if nw > 0 else None)
 
     # ---- stream position -------------------------------------------------------------------
     def record(self, item: StreamedBatch | TranslationBatch) -> TranslationBatch:
@@ -111,6 +117,9 @@ class EmmettDataModule(pl.LightningDataModule):
         self._slot_states[item.state.slot] = item.state.sampler
         self._num_slots = item.state.num_slots
         self._consumed += 1
+        if self.cfg.log_batch_ids:
+            with open(self.cfg.log_batch_ids, "a") as f:
+                f.write(json.dumps({"batch": self._consumed, "ids": item.batch.ids}) + "\n")
         return item.batch
 
     def stream_stats(self) -> dict[str, float]:
@@ -148,3 +157,24 @@ class EmmettDataModule(pl.LightningDataModule):
         self._num_slots = mine["num_slots"]
         if mine["num_slots"] is not None:  # None: saved before the first batch, start afresh
             self._resume = {"offset": mine["consumed"] % nw, "num_slots": mine["num_slots"], "slots": self._slot_states}
+
+
+@dataclass
+class WorkerInit:
+    """A dataloader ``worker_init_fn``: the worker dies with the training process (each holds its own
+    copy of the data path, hundreds of MB; after a SIGKILL of the trainer they would otherwise live on
+    under PID 1), then runs ``then`` (another ``worker_init_fn``), if any. Built in the main process:
+    it records its pid, so that a worker whose parent died before it started exits at once."""
+
+    then: Callable[[int], None] | None = None
+    parent_pid: int = 0
+
+    def __post_init__(self) -> None:
+        # fork and spawn: the worker is the trainer's child. forkserver: the server's, which exits with the trainer.
+        direct_child = multiprocessing.get_start_method() in ("fork", "spawn")  # the DataLoader's default
+        self.parent_pid = os.getpid() if direct_child else 0
+
+    def __call__(self, worker_id: int) -> None:
+        exit_with_parent(parent_pid=self.parent_pid or None)
+        if self.then is not None:
+            self.then(worker_id)

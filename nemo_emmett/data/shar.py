@@ -13,9 +13,12 @@ only lists (the loaders' workers call it on sources already checked).
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import re
+import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,9 +99,30 @@ def count_examples(shar_dir: str | Path, *, allow_incomplete: bool = False) -> i
     return sum(count_newlines_fast(s.index_file) for s in list_shards(shar_dir))
 
 
-def read_shard(shard: Shard, *, with_audio: bool = True) -> Iterator[Example]:
+CORRUPT = (EOFError, tarfile.ReadError, gzip.BadGzipFile, zlib.error, UnicodeDecodeError)
+"""What a truncated or damaged shard raises while it is read (without naming it)."""
+
+
+class CorruptShardError(RuntimeError):
+    """A shard file could not be read to its end: truncated, not gzip, or not a tar."""
+
+
+def read_shard(shard: Shard, *, with_audio: bool = True, source: str | None = None) -> Iterator[Example]:
     """Examples of one shard in stored order. Audio cuts carry their audio in memory, or, with
-    ``with_audio=False``, only their metadata (durations, texts), read from the jsonl alone."""
+    ``with_audio=False``, only their metadata (durations, texts), read from the jsonl alone.
+    A damaged file raises :class:`CorruptShardError` naming the shard's files and ``source``."""
+    try:
+        yield from _read_shard(shard, with_audio=with_audio)
+    except CORRUPT as e:
+        files = ", ".join(shard.paths.values())
+        where = f"source {source!r}, " if source else ""
+        raise CorruptShardError(
+            f"{where}Shar folder {str(Path(shard.index_file).parent)!r}: cannot read shard {files} "
+            f"({type(e).__name__}: {e}); the file is truncated or damaged: re-run the preparation that wrote it"
+        ) from e
+
+
+def _read_shard(shard: Shard, *, with_audio: bool) -> Iterator[Example]:
     if shard.kind == "audio":
         fields = shard.paths if with_audio else {"cuts": shard.paths["cuts"]}
         yield from LazySharIterator(fields={k: [v] for k, v in fields.items()})

@@ -96,7 +96,7 @@ class ShardedStream:
         return order[self.slot :: self.num_slots] if self.by_shard else order
 
     def _shard_items(self, epoch: int, shard_idx: int) -> Iterator[Example]:
-        items = read_shard(self.shards[shard_idx])
+        items = read_shard(self.shards[shard_idx], source=self.name)
         if self.shuffle:
             items = buffer_shuffle(items, self.shuffle_buffer, self._rng(epoch, shard_idx, 1))
         return items
