@@ -68,13 +68,13 @@ def wait_for(predicate, proc, timeout, what):
 def test_sigkill_between_validations_resumes_exactly_and_leaves_no_process(tmp_path):
     env = {**os.environ, "NEMO_EMMETT_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
     ckpts = tmp_path / "exp" / "salm_t5" / "checkpoints"
-    args = [sys.executable, str(REPO / "examples/train.py"), *TINY_DEMO, *TINY_MODEL, "trainer.val_check_interval=5",
-            "checkpoint_every_n_steps=7", "data.num_workers=2", f"exp_manager.exp_dir={tmp_path / 'exp'}"]
+    args = [sys.executable, str(REPO / "examples/train.py"), *TINY_DEMO, *TINY_MODEL, "trainer.val_check_interval=10",
+            "checkpoint_every_n_steps=3", "data.num_workers=2", f"exp_manager.exp_dir={tmp_path / 'exp'}"]
     first_log = tmp_path / "first.jsonl"
     first = subprocess.Popen([*args, "trainer.max_steps=100000", f"data.log_batch_ids={first_log}"], cwd=tmp_path,
                              env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: list(ckpts.glob("*--step=7.ckpt")), first, 240, "step checkpoint 7")
+        wait_for(lambda: list(ckpts.glob("*--step=3.ckpt")), first, 240, "step checkpoint 3")
         # a second run of the same experiment is refused at once, naming the folder and the holder
         second = subprocess.run([*args, "data.log_batch_ids=" + str(tmp_path / "second.jsonl")], cwd=tmp_path,
                                 env=env, text=True, capture_output=True, timeout=120)
@@ -82,9 +82,10 @@ def test_sigkill_between_validations_resumes_exactly_and_leaves_no_process(tmp_p
         assert f"{ckpts} is in use by another run (pid {first.pid} on host" in second.stderr + second.stdout
         assert "exp_manager.version" in second.stderr + second.stdout
         assert not (tmp_path / "second.jsonl").exists()
-        # kill a few batches after a step checkpoint (validations at 5, 10, ... are between them)
-        wait_for(lambda: (s := newest_step(ckpts)) and len(batches(first_log)) >= s + 3 and s % 5, first, 120,
-                 "batches after a step checkpoint")
+        # kill two or more batches after a step checkpoint, before the next validation (every 10 steps, each
+        # writing exp_manager's -last): the step checkpoint is then newer than anything exp_manager knows
+        wait_for(lambda: (s := newest_step(ckpts)) > 10 and s + 2 <= len(batches(first_log)) < (s // 10 + 1) * 10,
+                 first, 240, "batches after a step checkpoint")
         children = descendants(first.pid)
         assert len(children) >= 2, children  # the two dataloader workers at least
         first.send_signal(signal.SIGKILL)
@@ -98,7 +99,7 @@ def test_sigkill_between_validations_resumes_exactly_and_leaves_no_process(tmp_p
     assert not [p for p in children if alive(p)], "processes of the killed run survived"
     seen = batches(first_log)
     step = newest_step(ckpts)
-    assert step >= 7 and len(list(ckpts.glob("*--step=*.ckpt"))) == 1  # only the newest is kept
+    assert step > 10 and step % 10 and len(list(ckpts.glob("*--step=*.ckpt"))) == 1  # only the newest is kept
 
     resumed_log = tmp_path / "resumed.jsonl"
     out = subprocess.run([*args, f"trainer.max_steps={step + 4}", f"data.log_batch_ids={resumed_log}"], cwd=tmp_path, env=env, text=True,
