@@ -24,11 +24,10 @@ MODES = ("auto", "fixed")
 class ThreadsConfig:
     """Intra-op threads of the training process on CPU (GPU runs are left alone)."""
 
-    mode: str = "fixed"
-    """'fixed': ``threads`` threads throughout (with ``threads: null``, torch's default: the behaviour of
-    earlier releases, on which the README's demo figures were measured); 'auto': measure the candidate
-    thread counts on training steps and keep the fastest (re-measured every ``period`` steps), for a
-    machine that other processes load (docs/reliability.md)."""
+    mode: str = "auto"
+    """'auto': measure the candidate thread counts on training steps and keep the fastest (re-measured
+    every ``period`` steps), so that a machine other processes load keeps stepping (docs/reliability.md);
+    'fixed': ``threads`` threads throughout (with ``threads: null``, torch's default, one per core)."""
     threads: int | None = None
     """'fixed': this many threads (None: torch's default, one per core). 'auto': the largest candidate
     (None: torch's default); the candidates are it, its half and 1."""
@@ -95,8 +94,13 @@ class ThreadTuner(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.active = pl_module.device.type == "cpu" and len(self.candidates) > 1
+        self._threads_before = torch.get_num_threads()
         if self.active:
             log.info("CPU threads: measuring %s on training steps (threads.mode=auto)", self.candidates)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.active:  # what follows the fit in this process (a test, export) gets torch's threads back
+            torch.set_num_threads(self._threads_before)
 
     def _phase(self) -> int:
         """Position of the current step in its period: measured while below ``trial_steps``."""
@@ -129,9 +133,8 @@ class ThreadTuner(pl.Callback):
         if best is not None:
             medians = {t: {k: round(statistics.median(v), 3) for k, v in by_kind.items()}
                        for t, by_kind in sorted(self._samples.items())}
-            if best != self.chosen:
-                log.info("CPU threads: %d -> %d (median seconds per step by threads and batch kind: %s)",
-                         self.chosen, best, medians)
+            change = f"{self.chosen} -> {best}" if best != self.chosen else f"keeping {best}"
+            log.info("CPU threads: %s (median seconds per step by threads and batch kind: %s)", change, medians)
             self.chosen = best
         torch.set_num_threads(self.chosen)
         self._samples = {}

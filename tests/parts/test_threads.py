@@ -88,3 +88,18 @@ def test_tuner_stays_off_on_gpu_and_with_one_candidate(monkeypatch):
     one = ThreadTuner(ThreadsConfig(threads=1))
     one.on_fit_start(None, FakeModule())
     assert not one.active
+
+
+def test_fit_end_gives_the_process_its_threads_back(monkeypatch):
+    """A fit ends with the count it started with: what runs next in the process (export, the next test)
+    does not inherit the tuner's last trial count."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        cfg = ThreadsConfig(threads=2, warmup_steps=0, trial_steps=4, period=10)
+        tuner, module, used = run_tuner(monkeypatch, {1: 0.5, 2: 2.0}, 3, cfg)  # ends inside a measurement
+        assert used[-1] == 1 and torch.get_num_threads() == 1
+        tuner.on_fit_end(None, module)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
