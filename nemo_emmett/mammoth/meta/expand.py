@@ -11,7 +11,7 @@ relative to the working directory, as for ``emmett-prepare`` and ``examples/trai
 
 Every task is one corpus direction, named ``<task>_<src>-<tgt>``: two corpora giving the same
 task is an error. A task whose weight is 0 (explicit ``weights``) is not trained but stays in the
-model and in validation (zero-shot directions).
+model and in validation (zero-shot directions; its task says ``zero_shot: true``).
 """
 
 from __future__ import annotations
@@ -146,6 +146,21 @@ def corpus_tasks(corpus: CorpusSpec, languages: Sequence[str], where: str) -> li
             for s, t in pairs]
 
 
+def check_languages_have_data(meta: MetaConfig, data: Sequence[TaskData]) -> None:
+    """Every language of ``languages`` is the source or target of some task: a language whose files
+    no corpus has would otherwise be left out of the model without a word. The error names the
+    language(s) and what each corpus searched."""
+    used = {lang for d in data for lang in (d.source_lang, d.target_lang)}
+    missing = [lang for lang in meta.languages if lang not in used]
+    if not missing:
+        return
+    searched = "; ".join(f"corpora[{i}] ({c.name!r}, pairs: {c.pairs}): "
+                         + (f"src {c.src!r}, tgt {c.tgt!r}" if c.kind == "bitext" else f"path {c.path!r}")
+                         for i, c in enumerate(meta.corpora))
+    raise ValueError(f"languages: {missing} have no data in any corpus, so no task would use them; searched {searched}. "
+                     "Add their files (or folders), fix the templates, or remove them from languages")
+
+
 def prepared_folder(dataset: str, src: str, tgt: str) -> str:
     """The folder ``emmett-prepare bitext --dataset <dataset> --out <shar_root>`` writes for ``src -> tgt``."""
     return f"{SHAR_ROOT}/{dataset}/mt_{src}-{tgt}"
@@ -272,12 +287,14 @@ def expand(meta: MetaConfig) -> Expansion:
                                  "duplicate task names; each direction and task has one corpus")
             source[d.name] = corpus.name
             data.append(d)
+    check_languages_have_data(meta, data)
     weights = task_weights(meta, data)
     _check_curriculum(meta.curriculum, weights)
     lang_group = language_groups(groups, languages) if groups else {}
     tasks = [task_components(d, meta.sharing, lang_group) for d in data]
     for t, prompt in zip(tasks, prompts(tasks, meta.target_tags)):
         t.prompt = prompt
+        t.zero_shot = weights[t.name] == 0  # no training source is written for it (generated_config)
     devices = None if meta.devices is None else allocate_devices(tasks, weights, meta.devices)
     modular = ModularConfig(encoder_layers=[s.layers for s in meta.sharing.encoder],
                             decoder_layers=[s.layers for s in meta.sharing.decoder],
