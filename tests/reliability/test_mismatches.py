@@ -108,14 +108,18 @@ def meta(root: Path, languages, **kw) -> dict:
                          "tgt": f"{root}/{{lang_pair}}/train.{{tgt_lang}}"}], **kw}
 
 
-def test_meta_config_language_without_data_is_an_error_naming_it(tmp_path):
+def test_meta_config_language_without_data_is_warned_naming_it_and_the_folders(tmp_path, caplog):
     for lang in ("en", "de"):
         (tmp_path / "en-de").mkdir(exist_ok=True)
         (tmp_path / f"en-de/train.{lang}").write_text("x\n")
-    with pytest.raises(ValueError, match=r"languages: \['it'\] have no data in any corpus.*corpora\[0\] \('bi', "
-                                         r"pairs: all\): src '.*\{lang_pair\}/train\.\{src_lang\}'"):
-        expand(parse_meta_config(meta(tmp_path, ["en", "de", "it"])))
-    assert [t.name for t in expand(parse_meta_config(meta(tmp_path, ["en", "de"]))).tasks] == ["mt_en-de"]
+    with caplog.at_level(logging.WARNING, logger="nemo_emmett.mammoth.meta.expand"):
+        x = expand(parse_meta_config(meta(tmp_path, ["en", "de", "it"])))
+    assert [t.name for t in x.tasks] == ["mt_en-de"] and x.languages_without_data == ["it"]
+    assert "languages: ['it'] have no data in any corpus and are left out" in caplog.text
+    assert f"corpora[0] ('bi', pairs: all): src '{tmp_path}/{{lang_pair}}/train.{{src_lang}}'" in caplog.text
+    caplog.clear()
+    assert expand(parse_meta_config(meta(tmp_path, ["en", "de"]))).languages_without_data == []
+    assert "no data" not in caplog.text
 
 
 # ---- 4, 5. translate: a target language the model never saw, an empty audio file ----------------------
