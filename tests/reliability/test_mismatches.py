@@ -143,6 +143,17 @@ def test_translate_to_an_unknown_target_language_is_an_error_listing_the_known(e
                                "--target-lang", "de", "--no-progress"]) == 0 and decoded
 
 
+def test_translate_with_a_modular_model_names_the_unknown_direction_and_its_tasks(spm_path, tmp_path, capsys):
+    from nemo_emmett.mammoth.modular import ModularTranslation
+
+    path = export_model(ModularTranslation(modular_cfg(spm_path)), tmp_path / "modular.emmett")
+    rc = translate_cli.main(["--model", str(path), "--text", "one", "--source-lang", "en", "--target-lang", "es",
+                             "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "the model has no task for ['mt:en-es']; its tasks: ['mt:de-en', 'mt:en-de', 'mt:en-fr']" in err
+
+
 def test_translate_an_empty_audio_file_names_it(exported, tmp_path, capsys):
     empty = tmp_path / "empty.wav"
     sf.write(empty, np.zeros(0, dtype="float32"), 16000)
