@@ -56,6 +56,27 @@ def translate_examples(model: Any, examples: Iterable[Example], *, batch_size: i
     return hyps
 
 
+def check_direction(model: Any, task: str, source_lang: str, target_lang: str) -> None:
+    """Before decoding: an error naming the direction when the model cannot know it, listing what it
+    knows. A modular model knows the directions of its task table; another model, whose prompt names
+    the target language, knows the languages whose tag is one token of its tokenizer
+    (:meth:`~nemo_emmett.parts.text_processor.TextProcessor.language_tags`; none: nothing to check).
+    A language it never saw would otherwise decode to nothing, silently."""
+    key = ex_.direction_key(task, source_lang, target_lang)
+    tasks = getattr(model, "tasks", None)
+    if isinstance(tasks, dict):  # a modular model (mammoth/routing.py)
+        if key not in tasks:
+            raise ValueError(f"direction {key}: the model has no task for it; its tasks: {sorted(tasks)}")
+        return
+    template = model.text.prompt_template
+    if "{target_lang}" not in template:
+        return
+    known = model.text.language_tags()
+    if known and target_lang not in known:
+        raise ValueError(f"target language {target_lang!r} ({key}): the model never saw it; it knows {known} "
+                         f"(the language tags of its tokenizer, for its prompt {template!r})")
+
+
 def translate_texts(model: Any, lines: Sequence[str], source_lang: str, target_lang: str, *,
                     batch_size: int = 32, progress: bool = True) -> list[str]:
     """Text MT of each line (``source_lang`` -> ``target_lang``)."""
@@ -117,7 +138,7 @@ def translate_manifest(model: Any, manifest: str | Path, *, task: str = "st", so
 
 def audio_example(path: str | Path, *, source_lang: str, target_lang: str, task: str, transcript: str = "",
                   target_text: str = "") -> Example:
-    """An audio example over a whole file; an unreadable file is an error that names it."""
+    """An audio example over a whole file; an unreadable or empty (0 samples) file is an error that names it."""
     from lhotse import Recording
 
     path = str(path)
@@ -127,6 +148,9 @@ def audio_example(path: str | Path, *, source_lang: str, target_lang: str, task:
         rec = Recording.from_file(path, recording_id=path)
     except Exception as e:
         raise ValueError(f"cannot read audio file {path!r}: {e}") from e
+    if rec.num_samples == 0:  # would reach the preprocessor as an empty signal (an IndexError there)
+        raise ValueError(f"audio file {path!r} has no samples (0 s of audio): nothing to translate; "
+                         "expected at least one sample (remove the file from the input)")
     return make_audio_example(recording=rec, transcript=transcript, source_lang=source_lang,
                               target_text=target_text, target_lang=target_lang, task=task,
                               dataset=TRANSLATE_DATASET, cut_id=path)

@@ -8,6 +8,8 @@ both receive that tokenizer.
    ``hf_path`` or the pretrained backbone's folder), ``data.tokenizer.model_path``, or a
    SentencePiece model trained on the training text (cached). The path is written into the config,
    so that checkpoints restore with the same tokenizer.
+   A modular model's task table is checked against the sources: a task no training source reaches is
+   an error (``mammoth/tasks.py`` ``check_task_data``).
 3. :func:`build_data_and_model`: the tokenizer (the model class's text processor, with its
    prompts), then ``EmmettDataModule(data, text=...)`` (bucketing counts tokens with it) and the
    model (``cls(cfg, text=...)``).
@@ -24,7 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from nemo_emmett.data.config import DataConfig, parse_data_config
 from nemo_emmett.data.datamodule import EmmettDataModule
+from nemo_emmett.data.examples import direction_key
 from nemo_emmett.data.plan import resolve_sources as resolve_specs
+from nemo_emmett.mammoth.tasks import check_task_data
 from nemo_emmett.models.base import TranslationModel
 from nemo_emmett.models.config import parse_model_config
 from nemo_emmett.parts.text_processor import TextProcessor
@@ -112,6 +116,10 @@ def resolve_run(cfg: DictConfig) -> RunInputs:
     data = resolve_sources(cfg.data)
     cls = model_class(cfg.model_class)
     model_cfg = resolve_model_config(cfg.model, data)
+    parsed = parse_model_config(model_cfg, cls.config_class)
+    if getattr(parsed, "modular", None) is not None:  # a modular model: every task has data, or says zero_shot
+        check_task_data(parsed.modular.tasks, [direction_key(s["task"], s["source_lang"], s["target_lang"])
+                                               for s in data.train_sources])
     return RunInputs(data, cls, model_cfg, resolve_text(cls, model_cfg))
 
 

@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, TypeError, OSError, yaml.YAMLError) as e:
         print(f"{PROG}: error: {e}".replace("\n", " "), file=sys.stderr)
         return 2
+    if x.languages_without_data:  # warned by expand too; said here, beside the summary, where it is read
+        print(f"{PROG}: warning: languages {x.languages_without_data} have no data in any corpus: left out "
+              "of the model", file=sys.stderr)
     trained = sum(w > 0 for w in x.weights.values())
     print(f"wrote {out}: {len(x.tasks)} tasks ({trained} trained), "
           f"{len({c for t in x.tasks for c in t.components()})} components, {len(x.groups)} groups"

@@ -11,7 +11,8 @@
 ``--model`` is a single-file export (``examples/export.py``) or a Lightning ``.ckpt`` (whose
 tokenizer and backbone paths must still exist). A modular (MAMMOTH) export is loaded with only the
 components of the direction(s) asked for (all of them for ``--manifest``). Hypotheses go to ``--output`` or stdout, one per
-line in input order; scores (sacrebleu BLEU and chrF per direction, WER for asr) go to stdout
+line in input order; a direction the model does not know (a target language it never saw) is an error
+before decoding (``inference.check_direction``); scores (sacrebleu BLEU and chrF per direction, WER for asr) go to stdout
 after writing ``--output``, else to stderr. Errors: one line on stderr, exit status 2.
 """
 
@@ -83,12 +84,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from nemo_emmett import inference
-    from nemo_emmett.data.examples import direction_key
+    from nemo_emmett.data.examples import direction_key, parse_direction
     from nemo_emmett.export import load_model
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(args.model, map_location=device, model_class=args.model_class,
-                       directions=input_directions(args))
+    directions = input_directions(args)
+    model = load_model(args.model, map_location=device, model_class=args.model_class, directions=directions)
+    for key in directions or ():  # a language the model never saw is an error, not empty output
+        inference.check_direction(model, *parse_direction(key))
     if args.beam_size is not None:
         model.cfg.decoding.beam_size = args.beam_size
     if args.max_new_tokens is not None:

@@ -30,7 +30,12 @@ from nemo_emmett.data.config import BucketConfig, DataConfig
 from nemo_emmett.data.lengths import LengthMeasure, TokenCounter, TokenEncoder
 from nemo_emmett.data.sampler import ModalityBuckets
 from nemo_emmett.data.shar import check_folder, count_examples, list_shards, read_shard
-from nemo_emmett.data.sources import SourceSpec, normalize_weights, temperature_weights
+from nemo_emmett.data.sources import (
+    SourceSpec,
+    check_folder_direction,
+    normalize_weights,
+    temperature_weights,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +70,9 @@ class DataPlan:
 def resolve_sources(raw: list[dict[str, Any] | SourceSpec], what: str, *,
                     allow_incomplete: bool = False) -> list[SourceSpec]:
     """Parsed sources, each folder checked complete (its marker, ``data/marker.py``; with
-    ``allow_incomplete``: a warning instead of the error) and its ``num_examples`` counted when absent."""
+    ``allow_incomplete``: a warning instead of the error) and holding the source's direction (its marker
+    or ``<task>_<src>-<tgt>`` name, :func:`~nemo_emmett.data.sources.check_folder_direction`), and its
+    ``num_examples`` counted when absent."""
     specs = []
     for i, d in enumerate(raw):
         if isinstance(d, SourceSpec):
@@ -76,7 +83,7 @@ def resolve_sources(raw: list[dict[str, Any] | SourceSpec], what: str, *,
             raise ValueError(f"data.{what}[{i}]: {e}; expected keys of SourceSpec "
                              "(name, path, task, source_lang, target_lang, dataset, weight, num_examples, "
                              "introduce_at_step)") from e
-        check_folder(spec.path, allow_incomplete=allow_incomplete)
+        check_folder_direction(spec, check_folder(spec.path, allow_incomplete=allow_incomplete), f"data.{what}[{i}]")
         if spec.num_examples is None:
             spec = SourceSpec(**{**d, "num_examples": count_examples(spec.path, allow_incomplete=True)})
         specs.append(spec)

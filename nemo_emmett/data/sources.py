@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from nemo_emmett.data.examples import AUDIO_TASKS, TASKS, direction_key
 
@@ -50,6 +53,39 @@ class SourceSpec:
     @property
     def direction(self) -> str:
         return direction_key(self.task, self.source_lang, self.target_lang)
+
+
+_FOLDER_NAME = re.compile(rf"({'|'.join(TASKS)})_([^-]+)-([^-]+)")
+"""``<task>_<src>-<tgt>``, the name preparation gives each folder (``data/prepare/output.py``)."""
+_KEYS = ("task", "source_lang", "target_lang")
+
+
+def folder_direction(path: str | Path, marker: Mapping[str, Any] | None) -> tuple[dict[str, str], str] | None:
+    """What a Shar folder says it holds: ``({task, source_lang, target_lang}, where that was read)``,
+    from its completion marker's preparation summary, else from a ``<task>_<src>-<tgt>`` folder name;
+    None when it says nothing (a language with a ``-`` makes a name ambiguous: not read)."""
+    summary = ((marker or {}).get("extra") or {}).get("summary")
+    if isinstance(summary, Mapping) and all(isinstance(summary.get(k), str) for k in _KEYS):
+        return {k: summary[k] for k in _KEYS}, "its completion marker"
+    m = _FOLDER_NAME.fullmatch(Path(path).name)
+    if m is None:
+        return None
+    return dict(zip(_KEYS, m.groups())), "its name"
+
+
+def check_folder_direction(spec: SourceSpec, marker: Mapping[str, Any] | None, where: str) -> None:
+    """The source's ``task``/``source_lang``/``target_lang`` agree with what its folder says it holds
+    (:func:`folder_direction`): a folder ``mt_en-fr`` read as en-de would train the wrong direction."""
+    found = folder_direction(spec.path, marker)
+    if found is None:
+        return
+    said, how = found
+    wrong = [k for k in _KEYS if said[k] != getattr(spec, k)]
+    if wrong:
+        values = ", ".join(f"{k}: {getattr(spec, k)!r} but the folder {said[k]!r}" for k in wrong)
+        raise ValueError(f"{where}: Shar folder {spec.path!r} holds {direction_key(*(said[k] for k in _KEYS))} "
+                         f"(by {how}), but the source says {spec.direction} ({values}); fix "
+                         f"{', '.join(f'{where}.{k}' for k in wrong)} or point path at the right folder")
 
 
 def temperature_weights(sizes: Sequence[int], temperature: float) -> list[float]:

@@ -3,11 +3,14 @@
 A *task* is one direction and modality (``mt`` en->de, ``st`` en->fr, ``asr`` en) with the named
 components it runs at each position and its prompt (preprocessing). Training data reach a task
 by their direction: a source with ``task: mt, source_lang: en, target_lang: de`` trains the task
-with those three values. ``examples/config_config.py`` writes this table from sharing patterns;
+with those three values. A task that no training source reaches is an error at start-up
+(:func:`check_task_data`), unless it says ``zero_shot: true`` (validated, never trained: a warning). ``examples/config_config.py`` writes this table from sharing patterns;
 it can also be written by hand."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from nemo_emmett.data.examples import AUDIO_TASKS, TASKS, direction_key
@@ -15,6 +18,8 @@ from nemo_emmett.mammoth.component import Component
 from nemo_emmett.mammoth.sharing import check_id
 from nemo_emmett.models.config import ModelConfig
 from nemo_emmett.parts.text_processor import DEFAULT_PROMPT
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,6 +48,9 @@ class ModularTaskConfig:
     encoder layer of the frozen backbone (``encoder`` and ``decoder`` stay empty)."""
     decoder_adapter: str | None = None
     """Likewise ``decoder_adapter.<id>`` after every decoder layer."""
+    zero_shot: bool = False
+    """True: no training source has this direction (a zero-shot or evaluation-only task; the meta-config
+    tool sets it for tasks of weight 0). False: start-up refuses the run when no training source has it."""
 
     @property
     def direction(self) -> str:
@@ -138,3 +146,25 @@ def check_modular(cfg: ModularConfig, *, adapters: bool = False) -> None:
         unknown = sorted(set(placed) - names)
         if unknown:
             raise ValueError(f"model.modular.devices names unknown task(s) {unknown}; tasks are {sorted(names)}")
+
+
+def check_task_data(tasks: Sequence[ModularTaskConfig], train_directions: Iterable[str]) -> list[str]:
+    """Every task is trained by a source of its direction, or says ``zero_shot: true``; a zero-shot task
+    is trained by none. Errors name the task, its direction and the directions that have data; returns
+    the zero-shot tasks (each warned: never trained, only validated)."""
+    have = sorted(set(train_directions))
+    zero_shot = []
+    for i, t in enumerate(tasks):
+        where = f"model.modular.tasks[{i}] ({t.name!r}, direction {t.direction})"
+        if t.zero_shot:
+            if t.direction in have:
+                raise ValueError(f"{where} says zero_shot: true, but data.train_sources train it: set zero_shot: "
+                                 "false, or leave its sources out")
+            zero_shot.append(t.name)
+            log.warning("%s: zero_shot: no training source; its components train only through other tasks", where)
+        elif t.direction not in have:
+            raise ValueError(f"{where}: no training source has this direction, so it would never be trained; "
+                             f"data.train_sources have {have}. Add a source with task: {t.task}, source_lang: "
+                             f"{t.source_lang}, target_lang: {t.target_lang}, or set zero_shot: true on the task "
+                             "(validated, not trained)")
+    return zero_shot

@@ -5,6 +5,8 @@ restored from a local ``.nemo`` file (its own preprocessor comes with it)."""
 
 from __future__ import annotations
 
+import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +122,23 @@ def default_module_configs(cfg: PerceptionConfig) -> dict[str, dict[str, Any]]:
     }
 
 
+def restore_asr(path: Path) -> Any:
+    """NeMo's ``ASRModel.restore_from`` of a local file; a file that is not a ``.nemo`` archive (a tar,
+    often gzipped, holding ``model_config.yaml`` and ``model_weights.ckpt``) is an error naming it,
+    where NeMo's own would not say which file (``tarfile.ReadError: not a gzip file``)."""
+    expected = ("expected a NeMo .nemo archive (a tar holding model_config.yaml and model_weights.ckpt, "
+                "as ASRModel.save_to writes)")
+    if not tarfile.is_tarfile(path):
+        raise ValueError(f"perception.pretrained_asr: {str(path)!r} is not a .nemo archive; {expected}")
+    from nemo.collections.asr.models import ASRModel
+
+    try:
+        return ASRModel.restore_from(str(path), map_location="cpu")
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:  # truncated or damaged inside
+        raise ValueError(f"perception.pretrained_asr: cannot restore {str(path)!r} ({type(e).__name__}: {e}); "
+                         f"{expected}") from e
+
+
 def build_perception(cfg: PerceptionConfig, output_dim: int, vocab_size: int) -> AudioPerception:
     from nemo.core.classes.common import Serialization
 
@@ -127,9 +146,7 @@ def build_perception(cfg: PerceptionConfig, output_dim: int, vocab_size: int) ->
         path = Path(cfg.pretrained_asr)
         if not path.is_file():
             raise FileNotFoundError(f"perception.pretrained_asr: {str(path)!r} does not exist (give a local .nemo)")
-        from nemo.collections.asr.models import ASRModel
-
-        asr = ASRModel.restore_from(str(path), map_location="cpu")
+        asr = restore_asr(path)
         preprocessor, encoder = asr.preprocessor, asr.encoder
         if hasattr(encoder, "sync_max_audio_length"):  # see default_module_configs: no collective in forward
             encoder.sync_max_audio_length = False

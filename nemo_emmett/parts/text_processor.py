@@ -7,10 +7,12 @@ tags are added to their vocabulary."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 DEFAULT_PROMPT = "<{target_lang}>"
 """The prompt of every model and task unless configured: the target-language tag alone."""
+_TAG = re.compile(r"<([A-Za-z0-9_-]+)>")
 
 
 class TextProcessor:
@@ -78,6 +80,18 @@ class TextProcessor:
     def target_ids(self, text: str) -> list[int]:
         """What the decoder must produce: the text then EOS."""
         return [*self.encode(text), self.eos_id]
+
+    def language_tags(self) -> list[str]:
+        """The languages whose tag ``<xx>`` is one token of the vocabulary (SentencePiece user-defined
+        symbols, Hugging Face added tokens), sorted: the target languages the default prompt can name.
+        Specials (``<unk>``, ``<s>``, ``<pad>``, byte pieces) are not languages."""
+        if self.spm_path:
+            sp = self.tok
+            pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())
+                      if not (sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i))]
+        else:
+            pieces = list(self.tok.get_added_vocab())
+        return sorted({m.group(1) for p in pieces if (m := _TAG.fullmatch(p))})
 
     def prompt_ids(self, *, task: str, source_lang: str, target_lang: str) -> list[int]:
         text = self.prompt_template.format(task=task, source_lang=source_lang, target_lang=target_lang)

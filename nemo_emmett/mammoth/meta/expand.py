@@ -11,12 +11,13 @@ relative to the working directory, as for ``emmett-prepare`` and ``examples/trai
 
 Every task is one corpus direction, named ``<task>_<src>-<tgt>``: two corpora giving the same
 task is an error. A task whose weight is 0 (explicit ``weights``) is not trained but stays in the
-model and in validation (zero-shot directions).
+model and in validation (zero-shot directions; its task says ``zero_shot: true``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import shlex
 from collections.abc import Mapping, Sequence
@@ -49,6 +50,7 @@ TAG_PROMPT = DEFAULT_PROMPT  # the target-language tag
 GROUP_PATTERNS = tuple(p for p in PATTERNS if p.endswith("GROUP"))
 SHAR_ROOT = "${shar_root}"  # bitext folders are written under the config's shar_root, so it can be overridden
 MODEL_CLASS = "nemo_emmett.mammoth.modular.ModularTranslation"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ class Expansion:
     tasks: list[ModularTaskConfig]
     devices: list[list[str]] | None
     prepare: list[PrepareCommand]
+    languages_without_data: list[str] = dataclasses.field(default_factory=list)
+    """Languages of ``languages`` no task uses (:func:`languages_without_data`, warned)."""
 
 
 # ---- groups -----------------------------------------------------------------------------------
@@ -144,6 +148,24 @@ def corpus_tasks(corpus: CorpusSpec, languages: Sequence[str], where: str) -> li
                      corpus=corpus.name, path=train[(s, t)], num_examples=sizes[(s, t)],
                      valid_path=valid.get((s, t)), valid_dataset=valid_dataset if valid else None)
             for s, t in pairs]
+
+
+def languages_without_data(meta: MetaConfig, data: Sequence[TaskData]) -> list[str]:
+    """The languages of ``languages`` that are the source or target of no task, each warned with
+    what every corpus searched: such a language is left out of the model (no component, no task),
+    which ``pairs: all`` discovery would otherwise do without a word. Not an error: a meta-config may
+    list more languages than one set of corpora has (groups and distances cover them all). A
+    language named in an explicit ``pairs`` list is already an error when its files are missing."""
+    used = {lang for d in data for lang in (d.source_lang, d.target_lang)}
+    missing = [lang for lang in meta.languages if lang not in used]
+    if missing:
+        searched = "; ".join(f"corpora[{i}] ({c.name!r}, pairs: {c.pairs}): "
+                             + (f"src {c.src!r}, tgt {c.tgt!r}" if c.kind == "bitext" else f"path {c.path!r}")
+                             for i, c in enumerate(meta.corpora))
+        log.warning("languages: %s have no data in any corpus and are left out of the model (no task uses them); "
+                    "searched %s. Add their files (or folders), fix the templates, or remove them from languages",
+                    missing, searched)
+    return missing
 
 
 def prepared_folder(dataset: str, src: str, tgt: str) -> str:
@@ -272,18 +294,20 @@ def expand(meta: MetaConfig) -> Expansion:
                                  "duplicate task names; each direction and task has one corpus")
             source[d.name] = corpus.name
             data.append(d)
+    unused = languages_without_data(meta, data)
     weights = task_weights(meta, data)
     _check_curriculum(meta.curriculum, weights)
     lang_group = language_groups(groups, languages) if groups else {}
     tasks = [task_components(d, meta.sharing, lang_group) for d in data]
     for t, prompt in zip(tasks, prompts(tasks, meta.target_tags)):
         t.prompt = prompt
+        t.zero_shot = weights[t.name] == 0  # no training source is written for it (generated_config)
     devices = None if meta.devices is None else allocate_devices(tasks, weights, meta.devices)
     modular = ModularConfig(encoder_layers=[s.layers for s in meta.sharing.encoder],
                             decoder_layers=[s.layers for s in meta.sharing.decoder],
                             tasks=tasks, groups=groups, devices=devices)
     check_modular(modular)
-    return Expansion(meta, data, weights, groups, tasks, devices, prepare_commands(meta, data, weights))
+    return Expansion(meta, data, weights, groups, tasks, devices, prepare_commands(meta, data, weights), unused)
 
 
 def _check_curriculum(curriculum: Any, weights: Mapping[str, float]) -> None:
