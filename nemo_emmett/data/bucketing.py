@@ -128,15 +128,18 @@ def estimate_bins_2d(
 
 @dataclass
 class BucketGrid:
-    """Maps an example's (input, output) length to its bucket.
+    """Maps an example's (input, output) length to its bucket: the bucket of its input bin (the
+    smallest input edge >= its input) with the smallest output edge >= its output.
 
-    ``outliers="drop"``: an example whose output exceeds every bucket of its input bin, or whose
-    input exceeds every bin, has no bucket (``None``). ``"nearest"``: it goes to the smallest
-    (by padded area) bucket that holds it, if any.
+    When that input bin has no bucket long enough in output (input 17, output 33 where the bin's
+    buckets end at output 30), ``outliers="nearest"`` (the default) places it in the smallest (by
+    padded area) bucket that holds both lengths, e.g. (46, 50); ``"drop"`` (strict grid) has no
+    bucket for it. Either way an example that no bucket holds has none (``None``: the sampler drops,
+    counts and logs it).
     """
 
     bins: list[tuple[float, float]]
-    outliers: str = "drop"
+    outliers: str = "nearest"
     _in_edges: list[float] = field(init=False, repr=False)
     _out_edges: list[list[float]] = field(init=False, repr=False)
     _offsets: list[int] = field(init=False, repr=False)
@@ -167,10 +170,11 @@ class BucketGrid:
             if j < len(self._out_edges[r]):
                 return self._offsets[r] + j
         if self.outliers == "nearest":
-            return self._nearest_larger(input_len, output_len)
+            return self.smallest_holding(input_len, output_len)
         return None
 
-    def _nearest_larger(self, input_len: float, output_len: float) -> int | None:
+    def smallest_holding(self, input_len: float, output_len: float) -> int | None:
+        """The bucket of least padded area (max_input * max_output) that holds both lengths; None: no bucket does."""
         fits = [(i * o, k) for k, (i, o) in enumerate(self.bins) if i >= input_len and o >= output_len]
         return min(fits)[1] if fits else None
 
