@@ -31,7 +31,9 @@ class BinEstimate:
     """(max_input, max_output) per bucket, sorted by input edge then output edge."""
     num_examples: int
     num_outliers: int
-    """Examples left out of estimation because they exceed ``max_input`` or ``max_output``."""
+    """Examples left out of estimation because they exceed ``max_input``, ``max_output`` or the budget."""
+    outlier_rows: tuple[int, ...] = ()
+    """Their rows in the lengths estimated from (for naming them)."""
 
 
 def equal_count_edges(values: np.ndarray, num_bins: int) -> list[float]:
@@ -87,11 +89,13 @@ def estimate_bins_2d(
     method: str = "min_padding",
     max_input: float | None = None,
     max_output: float | None = None,
+    max_total: float | None = None,
 ) -> BinEstimate:
     """2D bins: input edges first, then output edges within each input bin.
 
     lengths: (N, 2) rows of (input length, output length). Examples longer than ``max_input`` or
-    ``max_output`` are outliers: left out and counted. Input edges split the input lengths into
+    ``max_output``, or whose input + output exceeds ``max_total`` (one example over a batch's padded
+    budget: no bucket built for it could hold a batch), are outliers: left out and counted. Input edges split the input lengths into
     ``num_input_bins`` (``method``: ``min_padding``, the least total padding, see
     :func:`min_padding_edges`; or ``equal_count``, runs of equal count). Each input bin then
     holds exactly the examples it will receive (input in (previous edge, edge]), and their output
@@ -114,16 +118,19 @@ def estimate_bins_2d(
         keep &= lengths[:, 0] <= max_input
     if max_output is not None:
         keep &= lengths[:, 1] <= max_output
+    if max_total is not None:
+        keep &= lengths.sum(axis=1) <= max_total
     kept = lengths[keep]
     if len(kept) == 0:
-        raise ValueError("no example is within max_input / max_output: cannot estimate bins")
+        raise ValueError("no example is within max_input / max_output / max_padded_size: cannot estimate bins")
     bins: list[tuple[float, float]] = []
     lower = -np.inf
     for in_edge in split(kept[:, 0], num_input_bins):
         outs = kept[(kept[:, 0] > lower) & (kept[:, 0] <= in_edge), 1]
         bins.extend((in_edge, o) for o in split(outs, num_output_bins))
         lower = in_edge
-    return BinEstimate(bins=bins, num_examples=len(lengths), num_outliers=int((~keep).sum()))
+    return BinEstimate(bins=bins, num_examples=len(lengths), num_outliers=int((~keep).sum()),
+                       outlier_rows=tuple(int(i) for i in np.flatnonzero(~keep)))
 
 
 @dataclass
@@ -184,7 +191,8 @@ def batch_sizes_for_budget(bins: Sequence[tuple[float, float]], max_padded_size:
     sizes = [int(max_padded_size // (i + o)) for i, o in bins]
     too_big = [b for b, s in zip(bins, sizes) if s < 1]
     if too_big:
-        raise ValueError(f"max_padded_size={max_padded_size} is below one example of bucket(s) {too_big}")
+        raise ValueError(f"max_padded_size={max_padded_size} is below one example of bucket(s) {too_big} "
+                         f"(one example pads to max_input + max_output, up to {max(i + o for i, o in too_big)})")
     return sizes
 
 
