@@ -57,14 +57,15 @@ def resolve_sources(cfg: DataConfig | DictConfig | dict[str, Any]) -> DataConfig
 
 def data_tokenizer(data: DataConfig) -> str:
     """The SentencePiece model of a run whose model has no tokenizer of its own: ``data.tokenizer.model_path``,
-    or one trained on the training text (cached by the sources and settings)."""
+    or one trained on the training text (cached by the sources' content and the settings)."""
     tok = data.tokenizer
     if tok.model_path is not None:
         return tok.model_path
     from nemo_emmett.data.prepare.tokenizer import tokenizer_for_sources
 
     specs = resolve_specs(data.train_sources, "train_sources", allow_incomplete=data.allow_incomplete)
-    return str(tokenizer_for_sources(specs, vocab_size=tok.vocab_size, sample_examples=tok.sample_examples))
+    return str(tokenizer_for_sources(specs, vocab_size=tok.vocab_size, sample_examples=tok.sample_examples,
+                                     allow_incomplete=data.allow_incomplete))
 
 
 def resolve_model_config(model_cfg: DictConfig | dict[str, Any], data: DataConfig) -> dict[str, Any]:

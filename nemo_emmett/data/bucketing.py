@@ -31,7 +31,9 @@ class BinEstimate:
     """(max_input, max_output) per bucket, sorted by input edge then output edge."""
     num_examples: int
     num_outliers: int
-    """Examples left out of estimation because they exceed ``max_input`` or ``max_output``."""
+    """Examples left out of estimation because they exceed ``max_input``, ``max_output`` or the budget."""
+    outlier_rows: tuple[int, ...] = ()
+    """Their rows in the lengths estimated from (for naming them)."""
 
 
 def equal_count_edges(values: np.ndarray, num_bins: int) -> list[float]:
@@ -87,11 +89,13 @@ def estimate_bins_2d(
     method: str = "min_padding",
     max_input: float | None = None,
     max_output: float | None = None,
+    max_total: float | None = None,
 ) -> BinEstimate:
     """2D bins: input edges first, then output edges within each input bin.
 
     lengths: (N, 2) rows of (input length, output length). Examples longer than ``max_input`` or
-    ``max_output`` are outliers: left out and counted. Input edges split the input lengths into
+    ``max_output``, or whose input + output exceeds ``max_total`` (one example over a batch's padded
+    budget: no bucket built for it could hold a batch), are outliers: left out and counted. Input edges split the input lengths into
     ``num_input_bins`` (``method``: ``min_padding``, the least total padding, see
     :func:`min_padding_edges`; or ``equal_count``, runs of equal count). Each input bin then
     holds exactly the examples it will receive (input in (previous edge, edge]), and their output
@@ -114,29 +118,35 @@ def estimate_bins_2d(
         keep &= lengths[:, 0] <= max_input
     if max_output is not None:
         keep &= lengths[:, 1] <= max_output
+    if max_total is not None:
+        keep &= lengths.sum(axis=1) <= max_total
     kept = lengths[keep]
     if len(kept) == 0:
-        raise ValueError("no example is within max_input / max_output: cannot estimate bins")
+        raise ValueError("no example is within max_input / max_output / max_padded_size: cannot estimate bins")
     bins: list[tuple[float, float]] = []
     lower = -np.inf
     for in_edge in split(kept[:, 0], num_input_bins):
         outs = kept[(kept[:, 0] > lower) & (kept[:, 0] <= in_edge), 1]
         bins.extend((in_edge, o) for o in split(outs, num_output_bins))
         lower = in_edge
-    return BinEstimate(bins=bins, num_examples=len(lengths), num_outliers=int((~keep).sum()))
+    return BinEstimate(bins=bins, num_examples=len(lengths), num_outliers=int((~keep).sum()),
+                       outlier_rows=tuple(int(i) for i in np.flatnonzero(~keep)))
 
 
 @dataclass
 class BucketGrid:
-    """Maps an example's (input, output) length to its bucket.
+    """Maps an example's (input, output) length to its bucket: the bucket of its input bin (the
+    smallest input edge >= its input) with the smallest output edge >= its output.
 
-    ``outliers="drop"``: an example whose output exceeds every bucket of its input bin, or whose
-    input exceeds every bin, has no bucket (``None``). ``"nearest"``: it goes to the smallest
-    (by padded area) bucket that holds it, if any.
+    When that input bin has no bucket long enough in output (input 17, output 33 where the bin's
+    buckets end at output 30), ``outliers="nearest"`` (the default) places it in the smallest (by
+    padded area) bucket that holds both lengths, e.g. (46, 50); ``"drop"`` (strict grid) has no
+    bucket for it. Either way an example that no bucket holds has none (``None``: the sampler drops,
+    counts and logs it).
     """
 
     bins: list[tuple[float, float]]
-    outliers: str = "drop"
+    outliers: str = "nearest"
     _in_edges: list[float] = field(init=False, repr=False)
     _out_edges: list[list[float]] = field(init=False, repr=False)
     _offsets: list[int] = field(init=False, repr=False)
@@ -167,10 +177,11 @@ class BucketGrid:
             if j < len(self._out_edges[r]):
                 return self._offsets[r] + j
         if self.outliers == "nearest":
-            return self._nearest_larger(input_len, output_len)
+            return self.smallest_holding(input_len, output_len)
         return None
 
-    def _nearest_larger(self, input_len: float, output_len: float) -> int | None:
+    def smallest_holding(self, input_len: float, output_len: float) -> int | None:
+        """The bucket of least padded area (max_input * max_output) that holds both lengths; None: no bucket does."""
         fits = [(i * o, k) for k, (i, o) in enumerate(self.bins) if i >= input_len and o >= output_len]
         return min(fits)[1] if fits else None
 
@@ -180,7 +191,8 @@ def batch_sizes_for_budget(bins: Sequence[tuple[float, float]], max_padded_size:
     sizes = [int(max_padded_size // (i + o)) for i, o in bins]
     too_big = [b for b, s in zip(bins, sizes) if s < 1]
     if too_big:
-        raise ValueError(f"max_padded_size={max_padded_size} is below one example of bucket(s) {too_big}")
+        raise ValueError(f"max_padded_size={max_padded_size} is below one example of bucket(s) {too_big} "
+                         f"(one example pads to max_input + max_output, up to {max(i + o for i, o in too_big)})")
     return sizes
 
 

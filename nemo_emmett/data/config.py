@@ -17,8 +17,10 @@ class BucketConfig:
     """2D buckets of one modality. Batch sizes come from, in order of precedence: ``bucket_file``,
     ``batch_sizes``, ``max_padded_size``."""
 
-    bins: list[list[float]] | None = None
-    """Explicit [[max_input, max_output], ...]; estimated from the training data when null."""
+    bins: list[Any] | None = None
+    """Explicit [[max_input, max_output], ...] (ints or floats; held as floats); estimated from the
+    training data when null. Typed ``list[Any]`` because OmegaConf refuses an int in a nested float
+    list (``[[10, 12]]``); :meth:`__post_init__` checks each pair."""
     num_input_bins: int = 6
     num_output_bins: int = 3
     method: str = "min_padding"
@@ -31,8 +33,22 @@ class BucketConfig:
     """Budget per batch in padded elements: batch_size * (max_input + max_output)."""
     bucket_file: str | None = None
     """JSON with bins and batch sizes, from examples/estimate_bins.py or the OOMptimizer."""
-    outliers: str = "drop"
-    """'drop' (counted and logged) or 'nearest' (the smallest larger bucket that holds it)."""
+    outliers: str = "nearest"
+    """An example its input bin has no bucket for (output too long for that bin): 'nearest' places it
+    in the smallest bucket that holds it; 'drop' (a strict grid) drops it. Examples no bucket holds
+    are dropped under both, counted (``data/dropped_no_bucket``) and logged with the largest bucket."""
+
+    def __post_init__(self) -> None:
+        if self.bins is not None:
+            self.bins = [bin_pair(b, i) for i, b in enumerate(self.bins)]
+
+
+def bin_pair(value: Any, index: int) -> list[float]:
+    """``[max_input, max_output]`` as floats; the error names the entry and what was expected."""
+    pair = list(value) if isinstance(value, list | tuple) else None
+    if pair is None or len(pair) != 2 or not all(isinstance(x, int | float) and not isinstance(x, bool) for x in pair):
+        raise ValueError(f"bins[{index}]: expected [max_input, max_output] (two numbers), got {value!r}")
+    return [float(x) for x in pair]
 
 
 MIN_VAL_NUMBER = 10

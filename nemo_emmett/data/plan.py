@@ -145,29 +145,80 @@ def measure_lengths(sample: list[ex_.Example], measure: LengthMeasure) -> dict[s
     return {m: np.asarray(v, dtype=np.float64).reshape(-1, 2) for m, v in out.items()}
 
 
-def resolve_buckets(modality: str, bc: BucketConfig, lengths: np.ndarray) -> tuple[ModalityBuckets, BinEstimate | None]:
-    """Bins and batch sizes of one modality from its config; ``lengths``: (N, 2) for estimation."""
+def example_labels(specs: list[SourceSpec], samples: list[list[ex_.Example]]) -> dict[str, list[str]]:
+    """Per modality, ``source 'name' ('path') example 'id'`` for each sampled example, in the order of
+    :func:`measure_lengths` over the flattened ``samples``: what an error about a length names."""
+    out: dict[str, list[str]] = {"audio": [], "text": []}
+    for spec, sample in zip(specs, samples, strict=True):
+        for e in sample:
+            out["audio" if ex_.is_audio(e) else "text"].append(
+                f"source {spec.name!r} ({spec.path!r}) example {ex_.example_id(e)!r}")
+    return out
+
+
+def longest(lengths: np.ndarray, labels: list[str] | None, rows: np.ndarray, limit: int = 3) -> str:
+    """The ``limit`` longest (input + output) of the ``rows`` (a boolean mask), with their lengths."""
+    idx = np.flatnonzero(rows)
+    idx = idx[np.argsort(-lengths[idx].sum(axis=1), kind="stable")][:limit]
+    return "; ".join(f"{labels[i] if labels else f'example #{i}'} (input {lengths[i, 0]:.0f}, "
+                     f"output {lengths[i, 1]:.0f})" for i in idx)
+
+
+def resolve_buckets(modality: str, bc: BucketConfig, lengths: np.ndarray,
+                    labels: list[str] | None = None) -> tuple[ModalityBuckets, BinEstimate | None]:
+    """Bins and batch sizes of one modality from its config; ``lengths``: (N, 2) for estimation, and
+    ``labels`` (N,) naming each example (:func:`example_labels`) in warnings and errors.
+
+    Estimated bins under a padded budget (``max_padded_size``, no ``batch_sizes``) leave out, besides
+    the ``max_input``/``max_output`` outliers, any example longer than the budget itself (a 5,000
+    token line): no bucket could hold a batch of it. The warning names them; the sampler drops and
+    counts them. Bins that still exceed the budget (given ones, or a pair of edges from two examples)
+    raise an error naming the bins' origin, the longest examples in them and the fix."""
     bins, batch_sizes, est = bc.bins, bc.batch_sizes, None
+    where = f"data.{modality}_buckets.bins"
     if bc.bucket_file is not None:
         spec = load_bucket_file(bc.bucket_file).get(modality)
         if spec is None:
             raise ValueError(f"bucket file {bc.bucket_file!r} has no {modality!r} entry")
         bins, batch_sizes = spec["bins"], spec.get("batch_sizes", batch_sizes)
+        where = f"bucket file {bc.bucket_file!r}"
+    budget = bc.max_padded_size if batch_sizes is None else None
     if bins is None:
         if len(lengths) == 0:
             raise ValueError(f"no {modality} training examples to estimate {modality} bins from")
         est = estimate_bins_2d(lengths, bc.num_input_bins, bc.num_output_bins, method=bc.method,
-                               max_input=bc.max_input, max_output=bc.max_output)
+                               max_input=bc.max_input, max_output=bc.max_output, max_total=budget)
         bins = est.bins
+        where = f"bins estimated from {est.num_examples} {modality} examples"
         if est.num_outliers:
-            log.warning("%s bin estimation left out %d of %d examples as outliers (over max_input/max_output)",
-                        modality, est.num_outliers, est.num_examples)
+            over = np.zeros(len(lengths), dtype=bool)
+            over[list(est.outlier_rows)] = True
+            log.warning("%s bin estimation left out %d of %d examples as outliers (over max_input=%s, "
+                        "max_output=%s or, input + output, max_padded_size=%s); training drops and counts "
+                        "those no bucket holds. Longest: %s", modality, est.num_outliers, est.num_examples,
+                        bc.max_input, bc.max_output, budget, longest(lengths, labels, over))
     bins = [tuple(map(float, b)) for b in bins]
     if batch_sizes is None:
         if bc.max_padded_size is None:
             raise ValueError(f"data.{modality}_buckets: give batch_sizes, bucket_file or max_padded_size")
-        batch_sizes = batch_sizes_for_budget(bins, bc.max_padded_size)
+        try:
+            batch_sizes = batch_sizes_for_budget(bins, bc.max_padded_size)
+        except ValueError as e:
+            raise ValueError(f"data.{modality}_buckets ({where}): {e}. "
+                             f"{_examples_in(bins, bc.max_padded_size, lengths, labels)}To fix: set "
+                             f"data.{modality}_buckets.max_input / max_output to leave such outliers out of the "
+                             "bins (training drops and counts them), or raise max_padded_size") from e
     return ModalityBuckets(BucketGrid(bins, outliers=bc.outliers), list(batch_sizes)), est
+
+
+def _examples_in(bins: list[tuple[float, float]], budget: float, lengths: np.ndarray, labels: list[str] | None) -> str:
+    """``Longest examples in them: ...`` for the bins over ``budget``, from the measured ``lengths``."""
+    if len(lengths) == 0:
+        return ""
+    grid = BucketGrid(bins)
+    big = {k for k, (i, o) in enumerate(bins) if i + o > budget}
+    rows = np.array([grid.select(i, o) in big for i, o in lengths], dtype=bool)
+    return f"Longest examples in them: {longest(lengths, labels, rows)}. " if rows.any() else ""
 
 
 def build_plan(cfg: DataConfig, text: TokenEncoder) -> DataPlan:
@@ -185,10 +236,11 @@ def build_plan(cfg: DataConfig, text: TokenEncoder) -> DataPlan:
     samples = sample_examples(train, cfg.estimation_examples)
     buckets, estimates = {}, {}
     lengths = measure_lengths([e for sample in samples for e in sample], measure)
+    labels = example_labels(train, samples)
     for modality, bc in (("audio", cfg.audio_buckets), ("text", cfg.text_buckets)):
         if not any(s.modality == modality for s in train):
             continue
-        buckets[modality], est = resolve_buckets(modality, bc, lengths[modality])
+        buckets[modality], est = resolve_buckets(modality, bc, lengths[modality], labels[modality])
         if est is not None:
             estimates[modality] = est
     introduce = []

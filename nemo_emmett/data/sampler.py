@@ -175,10 +175,15 @@ class Bucketing2DSampler:
         self.stats.dropped_no_bucket[modality] += 1
         n = self.stats.dropped_no_bucket[modality]
         if n == 1 or n % self.warn_drops_every == 0:
-            log.warning(
-                "%d %s example(s) fit no bucket so far (latest: input %.1f, output %.1f; largest bucket %s); "
-                "set outliers: nearest, or re-estimate the bins", n, modality, *lengths, spec.grid.bins[-1],
-            )
+            grid = spec.grid
+            if grid.smallest_holding(*lengths) is not None:
+                why = "fit no bucket of their input bin (outliers: drop); outliers: nearest keeps them"
+            else:
+                edges = (max(b[0] for b in grid.bins), max(b[1] for b in grid.bins))
+                why = (f"fit no bucket (the largest edges: input {edges[0]:.1f}, output {edges[1]:.1f}); to keep "
+                       f"such examples give larger bins or raise data.{modality}_buckets.max_padded_size")
+            log.warning("%d %s example(s) dropped so far: they %s (latest: input %.1f, output %.1f)",
+                        n, modality, why, *lengths)
 
     # ---- checkpointing ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

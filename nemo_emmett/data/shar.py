@@ -22,7 +22,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from lhotse.lazy import count_newlines_fast
 from lhotse.serialization import open_best
@@ -97,6 +97,18 @@ def count_examples(shar_dir: str | Path, *, allow_incomplete: bool = False) -> i
     if marker is not None:
         return int(marker["num_examples"])
     return sum(count_newlines_fast(s.index_file) for s in list_shards(shar_dir))
+
+
+def content_key(shar_dir: str | Path, *, allow_incomplete: bool = False) -> dict[str, Any]:
+    """What a cache of anything read from this folder keys on, so that a folder re-prepared in place
+    with other content gets a new entry: its marker's fingerprint (shard names, sizes and example
+    counts) and examples; without a marker (``allow_incomplete``), each shard file's name, size and
+    modification time. Cheap: no shard is read."""
+    marker = check_folder(shar_dir, allow_incomplete=allow_incomplete)
+    if marker is not None:
+        return {"fingerprint": marker["fingerprint"], "num_examples": int(marker["num_examples"])}
+    files = sorted(Path(p) for s in list_shards(shar_dir) for p in s.paths.values())
+    return {"files": [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]}
 
 
 CORRUPT = (EOFError, tarfile.ReadError, gzip.BadGzipFile, zlib.error, UnicodeDecodeError)

@@ -35,6 +35,29 @@ class ProbeSetting:
     prompt_len: int = 1
 
 
+def cache_fields(model: Any, bins: dict[str, list[tuple[float, float]]], setting: ProbeSetting,
+                 cfg: OOMptimizerConfig, *, budget: int, margin: int) -> dict[str, Any]:
+    """Everything the measured batch sizes depend on, for the cache key: the model (class, config, and
+    what its config does not show: the tokenizer's vocabulary size, which sizes the embeddings and
+    the worst-case batch's token ids, and the parameters' count, dtypes and which are trainable, e.g.
+    weights loaded from a pretrained folder or frozen by regex), the bins, the run settings (device,
+    precision, world size, clipping, prompt length), the budget and the search settings."""
+    params: dict[str, list[int]] = {}
+    for p in model.parameters():
+        total = params.setdefault(f"{p.dtype}:{'trainable' if p.requires_grad else 'frozen'}", [0])
+        total[0] += p.numel()
+    device = setting.device
+    return {
+        "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "model_cfg": dict(model.hparams).get("cfg"), "vocab_size": model.text.vocab_size,
+        "parameters": dict(sorted(params.items())), "bins": bins, "setting": asdict(setting),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "budget": budget, "margin": margin, "headroom": cfg.headroom, "tolerance": cfg.tolerance,
+        "max_batch_size": cfg.max_batch_size,
+        "torch": torch.__version__, "format": CACHE_FORMAT,
+    }
+
+
 def plan_batch_sizes(model: Any, bins: dict[str, list[tuple[float, float]]], setting: ProbeSetting,
                      cfg: OOMptimizerConfig, *, forward_context=None, use_grad_scaler: bool = False,
                      progress: bool = True) -> OOMptimizerResult:
@@ -43,15 +66,7 @@ def plan_batch_sizes(model: Any, bins: dict[str, list[tuple[float, float]]], set
     budget = resolve_budget(cfg, device)
     trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     margin = int(cfg.ddp_grad_buffers * trainable) if setting.world_size > 1 else 0
-    fields = {
-        "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
-        "model_cfg": dict(model.hparams).get("cfg"), "bins": bins, "setting": asdict(setting),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "budget": budget, "margin": margin, "headroom": cfg.headroom, "tolerance": cfg.tolerance,
-        "max_batch_size": cfg.max_batch_size,
-        "torch": torch.__version__, "format": CACHE_FORMAT,
-    }
-    key = cache_key(fields)
+    key = cache_key(cache_fields(model, bins, setting, cfg, budget=budget, margin=margin))
     path = cache_path(cfg, key)
     cached = load_cached(path, key) if cfg.cache else None
     if cached is not None:

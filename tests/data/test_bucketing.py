@@ -71,7 +71,7 @@ def test_estimate_bins_merges_repeated_edges_and_counts_outliers():
 
 
 def test_grid_selects_strict_bucket_or_drops():
-    grid = BucketGrid([(4, 2), (4, 4), (8, 6), (8, 8)])
+    grid = BucketGrid([(4, 2), (4, 4), (8, 6), (8, 8)], outliers="drop")
     assert [grid.select(*x) for x in [(1, 1), (3, 3), (4, 4), (5, 6), (8, 8)]] == [0, 1, 1, 2, 3]
     assert grid.select(4, 5) is None  # output too long for its input bin
     assert grid.select(9, 1) is None  # input longer than every bin

@@ -13,10 +13,15 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from nemo_emmett.data.shar import content_key
 from nemo_emmett.data.sources import SourceSpec
 from nemo_emmett.parts.cache import cache_dir
 
 log = logging.getLogger(__name__)
+
+TRAINER_SETTINGS = {"character_coverage": 1.0, "hard_vocab_limit": False,
+                    "pad_id": 0, "unk_id": 1, "bos_id": 2, "eos_id": 3}
+"""SentencePiece trainer arguments fixed here; part of every cache key, so changing one retrains."""
 
 
 def train_sentencepiece(
@@ -33,7 +38,8 @@ def train_sentencepiece(
     import sentencepiece as spm
 
     symbols = sorted(user_defined_symbols or [])
-    full_key = {**key, "vocab_size": vocab_size, "model_type": model_type, "symbols": symbols}
+    full_key = {**key, "vocab_size": vocab_size, "model_type": model_type, "symbols": symbols,
+                "trainer": TRAINER_SETTINGS}
     digest = hashlib.sha1(json.dumps(full_key, sort_keys=True).encode()).hexdigest()[:12]
     out_dir = Path(out_dir) if out_dir is not None else cache_dir() / "tokenizers"
     model = out_dir / f"spm_{digest}.model"
@@ -56,22 +62,26 @@ def train_sentencepiece(
             model_prefix=str(prefix),
             vocab_size=vocab_size,
             model_type=model_type,
-            character_coverage=1.0,
-            hard_vocab_limit=False,
             user_defined_symbols=symbols,
-            pad_id=0, unk_id=1, bos_id=2, eos_id=3,
             minloglevel=2,
+            **TRAINER_SETTINGS,
         )
         os.replace(f"{prefix}.model", model)
     log.info("Trained SentencePiece model %s (vocab %d) on %d lines", model, vocab_size, n)
     return model
 
 
-def tokenizer_for_sources(specs: list[SourceSpec], *, vocab_size: int, sample_examples: int) -> Path:
+def tokenizer_for_sources(specs: list[SourceSpec], *, vocab_size: int, sample_examples: int,
+                          allow_incomplete: bool = False) -> Path:
     """The SentencePiece model of a run without a tokenizer of its own: trained (or reused from the
     cache) on the source and target text of the first ``sample_examples`` examples, spread evenly over
     the training ``specs`` (resolved: ``num_examples`` known), with each target-language tag (``<de>``)
-    as one token."""
+    as one token.
+
+    Cached by content, not by path: the key holds each source's :func:`~nemo_emmett.data.shar.content_key`
+    (its completion marker's fingerprint, or its shard files' sizes and times when it has no marker and
+    ``allow_incomplete``), what is read from it (task, languages, examples per source) and the trainer
+    settings, so a folder re-prepared in place with new text trains a new model."""
     from nemo_emmett.data.examples import source_text, target_text
     from nemo_emmett.data.plan import sample_examples as first_examples
 
@@ -84,6 +94,8 @@ def tokenizer_for_sources(specs: list[SourceSpec], *, vocab_size: int, sample_ex
             for e in sample:
                 yield from (source_text(e), target_text(e))
 
-    key = {"sources": [(s.path, s.num_examples) for s in specs], "per_source": per_source}
+    key = {"sources": [{"content": content_key(s.path, allow_incomplete=allow_incomplete), "task": s.task,
+                        "source_lang": s.source_lang, "target_lang": s.target_lang} for s in specs],
+           "per_source": per_source}
     langs = sorted({s.target_lang for s in specs})
     return train_sentencepiece(texts(), vocab_size=vocab_size, key=key, user_defined_symbols=[f"<{lang}>" for lang in langs])
