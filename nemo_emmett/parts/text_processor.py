@@ -89,8 +89,8 @@ class TextProcessor:
             sp = self.tok
             pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())
                       if not (sp.is_control(i) or sp.is_unknown(i) or sp.is_byte(i))]
-        else:
-            pieces = list(self.tok.get_added_vocab())
+        else:  # added tokens, less the tokenizer's specials (<pad>, <unk>, T5's <extra_id_N>)
+            pieces = set(self.tok.get_added_vocab()) - set(self.tok.all_special_tokens)
         return sorted({m.group(1) for p in pieces if (m := _TAG.fullmatch(p))})
 
     def prompt_ids(self, *, task: str, source_lang: str, target_lang: str) -> list[int]:
