@@ -85,11 +85,6 @@ def model_class(name: str) -> type[TranslationModel]:
     return cls
 
 
-def resolve_text(cls: type[TranslationModel], model_cfg: dict[str, Any]) -> TextProcessor:
-    """The run's tokenizer: the one ``cls`` builds from its (resolved) config, prompts included."""
-    return cls.build_text(parse_model_config(model_cfg, cls.config_class))
-
-
 @dataclasses.dataclass
 class RunInputs:
     """What a run is built from, resolved in order (module docstring)."""
@@ -121,7 +116,7 @@ def resolve_run(cfg: DictConfig) -> RunInputs:
     if getattr(parsed, "modular", None) is not None:  # a modular model: every task has data, or says zero_shot
         check_task_data(parsed.modular.tasks, [direction_key(s["task"], s["source_lang"], s["target_lang"])
                                                for s in data.train_sources])
-    return RunInputs(data, cls, model_cfg, resolve_text(cls, model_cfg))
+    return RunInputs(data, cls, model_cfg, cls.build_text(parsed))  # its tokenizer, prompts included
 
 
 def build_data_and_model(cfg: DictConfig, *, rank_directions: list[list[str]] | None = None
