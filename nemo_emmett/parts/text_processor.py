@@ -1,5 +1,6 @@
-"""Tokenizer handling and prompt formatting, shared by every model family: the one object that
-turns an example's text into the ids the model receives, so that bucketing (``data/lengths.py``),
+"""Tokenizer handling and prompt formatting, shared by every model family.
+
+The one object that turns an example's text into the ids the model receives, so that bucketing (``data/lengths.py``),
 collation (``data/dataset.py``), the OOMptimizer's worst case and decoding count the same units.
 
 Two kinds of tokenizer:
