@@ -258,3 +258,33 @@ def test_incomplete_local_folders_name_the_path_and_what_is_missing(folders, tmp
             f.unlink()
     with pytest.raises(FileNotFoundError, match=r"no_tokenizer.*holds no tokenizer files \(expected one of"):
         SalmT5(model_cfg(no_tokenizer))
+
+
+def test_a_random_init_backbone_with_a_language_code_tokenizer_starts_from_pad(folders):
+    cfg = model_cfg(folders["nllb"], tokenizer={"hf_path": str(folders["nllb"])})
+    cfg["backbone"] = {"config": {"model_type": "m2m_100", **SIZES}}
+    model = SalmT5(cfg).eval()
+    assert model.decoder_start_id == model.text.pad_id != model.text.eos_id  # today's behaviour
+    batch = mixed_text_batch(model)
+    assert (batch.target_ids[:, 0] != model.text.eos_id).all()  # every target starts with its code
+    assert len(model.translate_batch(batch)) == 4
+
+
+def test_language_codes_survive_pickling(folders):
+    import pickle
+
+    text = TextProcessor(hf_path=str(folders["nllb"]), language_codes={"de": "fra_Latn"})
+    ids = text.target_ids("vier", target_lang="de")
+    again = pickle.loads(pickle.dumps(text))  # a dataloader worker's copy: the tokenizer reloads lazily
+    assert again._tok is None and again.target_ids("vier", target_lang="de") == ids
+
+
+def test_an_exported_nllb_model_restores_with_its_codes_and_decoder_start(models, tmp_path):
+    from nemo_emmett.export import export_model, restore_model
+
+    model = models["nllb"].eval()
+    restored = restore_model(export_model(model, tmp_path / "nllb.emmett"))
+    assert restored.text.code_family == "nllb" and restored.decoder_start_id == model.decoder_start_id
+    assert restored.eos_ids == model.eos_ids
+    batch = mixed_text_batch(model)
+    assert restored.generate_ids(batch) == model.generate_ids(batch)
