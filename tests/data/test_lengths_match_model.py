@@ -79,3 +79,23 @@ def test_the_worst_case_of_a_bucket_is_as_long_as_its_longest_example(text):
     assert worst.target_ids.shape[1] == real.target_ids.shape[1] == max_out  # EOS counted once
     assert worst.source_ids.shape[1] == real.source_ids.shape[1] == max_in
     assert worst.prompt_ids.shape[1] == max(1, real.prompt_ids.shape[1])
+
+
+def test_training_batches_fit_the_buckets_they_were_counted_into(text, tmp_path, text_sources, monkeypatch):
+    """The whole data path with the real tokenizer: every collated example is within its bucket's edges."""
+    import itertools
+
+    from nemo_emmett.data.datamodule import EmmettDataModule
+    from tests.data.test_datamodule import data_cfg
+
+    monkeypatch.setenv("NEMO_EMMETT_CACHE", str(tmp_path / "cache"))
+    dm = EmmettDataModule(data_cfg(tmp_path, text_sources, num_workers=0), text=text)
+    dm.setup("fit")
+    bins = dm.plan.buckets["text"].grid.bins
+    seen = 0
+    for item in itertools.islice(dm.train_dataloader(), 15):
+        b = item.batch
+        max_in, max_out = bins[b.bucket]
+        assert int(b.source_lens.max()) <= max_in and int(b.target_lens.max()) <= max_out, (b.bucket, bins)
+        seen += len(b)
+    assert seen > 0
