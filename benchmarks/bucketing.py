@@ -7,7 +7,7 @@
 One process, one padded-size budget ``P`` (elements of ``B * (max_input + max_output)``), the
 same examples in the same (seeded, shuffled) order for every method, and one length measure
 for reporting: ours (:class:`LengthMeasure`: text input = SentencePiece source tokens, audio
-input = duration / 0.08 s, output = target tokens).
+input = duration / 0.08 s, output = target tokens + EOS, as collated).
 
 Methods, per data setting (text en->de; speech: espeak-ng English audio with German targets):
 
@@ -95,9 +95,10 @@ from benchmarks.bucketing_samplers import (  # noqa: E402
     run_multiplexer,
     run_setting,
 )
-from nemo_emmett.data.lengths import LengthMeasure, SentencePieceCounter  # noqa: E402
+from nemo_emmett.data.lengths import LengthMeasure, TokenCounter  # noqa: E402
 from nemo_emmett.data.shar import read_shar_dir  # noqa: E402
 from nemo_emmett.parts.cache import cache_dir  # noqa: E402
+from nemo_emmett.parts.text_processor import TextProcessor  # noqa: E402
 
 log = logging.getLogger("benchmarks.bucketing")
 
@@ -210,7 +211,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     speech_dir = speech_shar_dir(lines, args.num_speech, root)
     prep_s = time.perf_counter() - t
 
-    counter = SentencePieceCounter(spm_path)
+    counter = TokenCounter(TextProcessor(spm_path=str(spm_path)))  # the units our collate builds (target + EOS)
     measure = LengthMeasure(counter, token_equivalent_duration=TED)
     import sentencepiece as spm
 

@@ -78,7 +78,10 @@ class WordLengthIds:
     def encode(self, text: str) -> list[int]:
         return [len(w) + 2 for w in text.split()]
 
-    def target_ids(self, text: str) -> list[int]:
+    def source_ids(self, text: str, source_lang: str | None = None) -> list[int]:
+        return self.encode(text)
+
+    def target_ids(self, text: str, target_lang: str | None = None) -> list[int]:
         return [*self.encode(text), 1]
 
     def prompt_ids(self, *, task: str, source_lang: str, target_lang: str) -> list[int]:

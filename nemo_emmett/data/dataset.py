@@ -32,7 +32,8 @@ class TextIds(Protocol):
     pad_id: int
 
     def encode(self, text: str) -> list[int]: ...
-    def target_ids(self, text: str) -> list[int]: ...
+    def source_ids(self, text: str, source_lang: str | None = None) -> list[int]: ...
+    def target_ids(self, text: str, target_lang: str | None = None) -> list[int]: ...
     def prompt_ids(self, *, task: str, source_lang: str, target_lang: str) -> list[int]: ...
 
 
@@ -45,7 +46,12 @@ def pad_ids(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, t
 def collate(batch: Batch, *, sampling_rate: int, text: TextIds | None = None) -> TranslationBatch:
     """Tensors and metadata of one homogeneous batch (fields: :class:`TranslationBatch`). Audio gets
     ``audio``; with ``text``, every batch gets ``target_ids`` and ``prompt_ids``, and text batches
-    ``source_ids``, audio batches ``transcript_ids`` (the same tokenization of the source text)."""
+    ``source_ids``, audio batches ``transcript_ids`` (the source text's tokens alone, for CTC).
+
+    The ids are the tokenizer's direction-aware ones (``source_ids``/``target_ids`` with each
+    example's languages: specials, EOS and forced language codes included), the same that
+    bucketing counts (``data/lengths.py`` ``TokenCounter``): ``source_lens`` and ``target_lens`` are
+    the example's bucketing lengths."""
     exs = batch.examples
     ids = [ex_.example_id(e) for e in exs]
     tasks = [ex_.task(e) for e in exs]
@@ -63,15 +69,16 @@ def collate(batch: Batch, *, sampling_rate: int, text: TextIds | None = None) ->
             raise RuntimeError(f"could not load audio of cuts {ids[:5]}... from {origins}: {e}") from e
     if text is not None:
         pad = text.pad_id
-        tensors["target_ids"], tensors["target_lens"] = pad_ids([text.target_ids(t) for t in target_texts], pad)
+        targets = [text.target_ids(t, target_lang=g) for t, g in zip(target_texts, target_langs)]
+        tensors["target_ids"], tensors["target_lens"] = pad_ids(targets, pad)  # (B, U), (B,)
         prompts = [text.prompt_ids(task=t, source_lang=s, target_lang=g)
                    for t, s, g in zip(tasks, source_langs, target_langs)]
         tensors["prompt_ids"], tensors["prompt_lens"] = pad_ids(prompts, pad)  # (B, P), (B,)
-        source_ids = pad_ids([text.encode(t) for t in source_texts], pad)  # (B, S), (B,)
         if batch.modality == "text":
-            tensors["source_ids"], tensors["source_lens"] = source_ids
+            sources = [text.source_ids(t, source_lang=s) for t, s in zip(source_texts, source_langs)]
+            tensors["source_ids"], tensors["source_lens"] = pad_ids(sources, pad)  # (B, S), (B,)
         else:  # the transcript, for an auxiliary loss on the speech encoder (CTC)
-            tensors["transcript_ids"], tensors["transcript_lens"] = source_ids
+            tensors["transcript_ids"], tensors["transcript_lens"] = pad_ids([text.encode(t) for t in source_texts], pad)
     return TranslationBatch(modality=batch.modality, bucket=batch.bucket, ids=ids, tasks=tasks,
                             source_langs=source_langs, target_langs=target_langs, source_texts=source_texts,
                             target_texts=target_texts, **tensors)

@@ -19,7 +19,7 @@ from nemo_emmett.data.batch import TranslationBatch
 from nemo_emmett.data.examples import direction_key
 from nemo_emmett.mgcm.step import MGCMStep
 from nemo_emmett.models.config import ModelConfig, parse_model_config
-from nemo_emmett.modules.hf_backbone import load_hf_model
+from nemo_emmett.modules.hf_backbone import check_local_folder, check_vocab_fits, load_hf_model
 from nemo_emmett.modules.perception import AudioPerception, build_perception
 from nemo_emmett.parts.freeze import freeze_by_regex, trainable_summary
 from nemo_emmett.parts.lora import apply_lora
@@ -100,22 +100,29 @@ class TranslationModel(pl.LightningModule, ABC):
         """The tokenizer and prompts of a model with config ``cfg`` (parsed)."""
         t = cfg.tokenizer
         if t.spm_path is not None:
-            return TextProcessor(spm_path=t.spm_path, prompt_template=t.prompt_template)
+            return TextProcessor(spm_path=t.spm_path, prompt_template=t.prompt_template,
+                                 language_codes=t.language_codes)
         hf = t.hf_path or cfg.backbone.pretrained_path
         if hf is None:
             raise ValueError("model.tokenizer: give spm_path (SentencePiece .model) or hf_path, or a "
                              "backbone.pretrained_path whose folder holds its tokenizer")
-        return TextProcessor(hf_path=hf, prompt_template=t.prompt_template)
+        return TextProcessor(hf_path=hf, prompt_template=t.prompt_template, language_codes=t.language_codes)
 
     # ---- shared ------------------------------------------------------------------------------
 
     def load_hf_backbone(self, auto_cls: Any, **overrides: Any) -> torch.nn.Module:
         """A Hugging Face model (``AutoModelForSeq2SeqLM``, ``AutoModelForCausalLM``) from
         ``backbone.pretrained_path``, or random-init from ``backbone.config`` with the tokenizer's
-        vocabulary size and special ids (plus the family's ``overrides``)."""
+        vocabulary size and special ids (plus the family's ``overrides``). A pretrained folder must be
+        complete and its embeddings must hold every id of the tokenizer (errors name both)."""
         b, t = self.cfg.backbone, self.text
+        if b.pretrained_path is not None:
+            check_local_folder(b.pretrained_path)
         fields = {"vocab_size": t.vocab_size, "pad_token_id": t.pad_id, "eos_token_id": t.eos_id, **overrides}
-        return load_hf_model(auto_cls, pretrained_path=b.pretrained_path, config=b.config, overrides=fields)
+        model = load_hf_model(auto_cls, pretrained_path=b.pretrained_path, config=b.config, overrides=fields)
+        check_vocab_fits(model, vocab_size=t.vocab_size, tokenizer=t.spm_path or t.hf_path,
+                         backbone=b.pretrained_path or f"random-init {b.config.get('model_type')}")
+        return model
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.backbone.get_input_embeddings()(ids)  # (B, L) -> (B, L, D)

@@ -15,7 +15,6 @@ from omegaconf import DictConfig, OmegaConf
 from nemo_emmett.mgcm.config import MGCMConfig
 from nemo_emmett.modules.cross_attention import CrossAttentionConfig
 from nemo_emmett.modules.perception import PerceptionConfig
-from nemo_emmett.parts.text_processor import DEFAULT_PROMPT
 
 
 @dataclass
@@ -24,8 +23,14 @@ class TokenizerConfig:
     """SentencePiece model for from-scratch backbones; null: the one the data pipeline trained."""
     hf_path: str | None = None
     """Local Hugging Face tokenizer folder (pretrained backbones); null: the backbone's folder."""
-    prompt_template: str = DEFAULT_PROMPT
-    """Prompt text; may use {task}, {source_lang}, {target_lang}."""
+    prompt_template: str | None = None
+    """Prompt text; may use {task}, {source_lang}, {target_lang}. None: the tokenizer's default, the
+    target-language tag ``<{target_lang}>``, or none for a language-code tokenizer (NLLB, mBART-50,
+    M2M100), whose codes carry the direction (``parts/text_processor.py``)."""
+    language_codes: dict[str, str] = field(default_factory=dict)
+    """Language-code tokenizers (NLLB, mBART-50, M2M100): our language -> the backbone's code, e.g.
+    ``{de: deu_Latn}``; an entry overrides the family default for ISO 639-1 names (NLLB ``deu_Latn``,
+    mBART-50 ``de_DE``, M2M100 ``de``). An unknown language or a code not in the vocabulary is an error."""
 
 
 @dataclass

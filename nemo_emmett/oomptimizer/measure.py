@@ -96,7 +96,9 @@ def plan_batch_sizes(model: Any, bins: dict[str, list[tuple[float, float]]], set
 
 
 def prompt_length(text: Any, directions: list[tuple[str, str, str]]) -> int:
-    """Longest prompt in tokens over the (task, source_lang, target_lang) directions of the data."""
+    """Longest prompt in ids over the (task, source_lang, target_lang) directions of the data, from the
+    run's tokenizer as collation builds it (a speech task's source-language code included, with a
+    language-code tokenizer: ``parts/text_processor.py``)."""
     return max((len(text.prompt_ids(task=t, source_lang=s, target_lang=g)) for t, s, g in directions), default=1)
 
 

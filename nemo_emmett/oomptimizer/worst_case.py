@@ -15,8 +15,11 @@ def worst_case_batch(modality: str, batch_size: int, max_input: float, max_outpu
                      vocab_size: int, prompt_len: int, token_equivalent_duration: float, sampling_rate: int,
                      seed: int = 0, direction: tuple[str, str, str] | None = None) -> TranslationBatch:
     """A batch in which every example is as long as the bucket allows: ``max_input`` (token-equivalent
-    frames of audio, or source tokens) and ``max_output`` target tokens. Token ids avoid the special
-    ids, so no position is masked as padding.
+    frames of audio, or source ids) and ``max_output`` target ids. Bucket edges are in the units of
+    the collated batch (``data/lengths.py``: source ids with their specials, target ids with EOS and a
+    forced language code), so the worst case is exactly that long: its last target id is EOS, not an
+    extra one. ``prompt_len``: the longest prompt of the run (``measure.prompt_length``, same tokenizer).
+    Token ids avoid the special ids, so no position is masked as padding.
     ``direction``: (task, source_lang, target_lang) of every example (a modular model runs that task's
     components); default ``st``/``mt`` from ``xx`` to ``yy``."""
     g = torch.Generator().manual_seed(seed)
@@ -34,7 +37,7 @@ def worst_case_batch(modality: str, batch_size: int, max_input: float, max_outpu
         return x, torch.full((B,), length, dtype=torch.long)
 
     tensors: dict[str, torch.Tensor] = {}
-    tensors["target_ids"], tensors["target_lens"] = ids(n_out + 1, last=getattr(text, "eos_id", None))  # + EOS
+    tensors["target_ids"], tensors["target_lens"] = ids(n_out, last=getattr(text, "eos_id", None))  # EOS counted
     tensors["prompt_ids"], tensors["prompt_lens"] = ids(max(1, prompt_len))
     if modality == "audio":
         samples = max(1, int(round(max_input * token_equivalent_duration * sampling_rate)))

@@ -22,7 +22,8 @@ def test_text_worst_case_is_a_full_length_text_batch():
     assert isinstance(b, TranslationBatch) and len(b) == 3 and (b.modality, b.bucket) == ("text", -1)
     assert b.directions == [("mt", "xx", "yy")] * 3
     assert b.source_ids.shape == (3, 10) and b.source_lens.tolist() == [10] * 3
-    assert b.target_ids.shape == (3, 8) and b.target_lens.tolist() == [8] * 3  # 7 tokens + EOS
+    # the bucket's 7 output ids are what collate makes (EOS included): no extra EOS on top
+    assert b.target_ids.shape == (3, 7) and b.target_lens.tolist() == [7] * 3
     assert (b.target_ids[:, -1] == 1).all() and (b.target_ids[:, :-1] > 1).all()  # no pad or EOS inside
     assert b.prompt_ids.shape == (3, 2) and (b.source_ids > 1).all()
     assert b.audio is None and b.transcript_ids is None
