@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nemo_emmett.data.config import DataConfig, parse_data_config
 from nemo_emmett.data.datamodule import EmmettDataModule
-from nemo_emmett.data.examples import direction_key
+from nemo_emmett.data.examples import TASKS, direction_key
 from nemo_emmett.data.plan import resolve_sources as resolve_specs
 from nemo_emmett.mammoth.tasks import check_task_data
 from nemo_emmett.models.base import TranslationModel
@@ -48,11 +48,35 @@ def resolve_sources(cfg: DataConfig | DictConfig | dict[str, Any]) -> DataConfig
 
         train, demo_validation = demo_sources(cfg.demo)
         validation = validation or demo_validation
+    if cfg.tasks is not None:
+        train, validation = only_tasks(train, cfg.tasks, "train_sources"), only_tasks(validation, cfg.tasks, None)
     return dataclasses.replace(
         cfg, train_sources=[dataclasses.asdict(s) for s in resolve_specs(train, "train_sources",
                                                                          allow_incomplete=cfg.allow_incomplete)],
         validation_sources=[dataclasses.asdict(s) for s in resolve_specs(validation, "validation_sources",
                                                                          allow_incomplete=cfg.allow_incomplete)])
+
+
+def only_tasks(sources: list, tasks: list[str], required: str | None) -> list:
+    """The sources (dicts or :class:`SourceSpec`) of ``tasks`` (``data.tasks``), the others logged; none left of
+    a ``required`` list is an error naming it."""
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        raise ValueError(f"data.tasks: unknown task(s) {unknown}; expected some of {list(TASKS)}")
+    kept = [s for s in sources if _field(s, "task") in tasks]
+    left = [f"{_field(s, 'name')} ({_field(s, 'task')})" for s in sources if _field(s, "task") not in tasks]
+    if left:
+        log.info("data.tasks=%s: %d of %d %s kept; left out: %s", list(tasks), len(kept), len(sources),
+                 required or "validation_sources", ", ".join(left))
+    if required and sources and not kept:
+        raise ValueError(f"data.tasks={list(tasks)} leaves no {required}: their tasks are "
+                         f"{sorted({_field(s, 'task') for s in sources})}")
+    return kept
+
+
+def _field(source: Any, key: str) -> Any:
+    """A field of a source given as a dict (config) or a ``SourceSpec`` (demo corpus)."""
+    return source.get(key) if isinstance(source, dict) else getattr(source, key)
 
 
 def data_tokenizer(data: DataConfig) -> str:

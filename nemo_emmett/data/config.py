@@ -159,6 +159,10 @@ class DataConfig:
     """Each: name, path, task, source_lang, target_lang, dataset, weight | num_examples; optionally
     ``introduce_at_step: N`` (joins the mix at about step N: a curriculum). Empty: the demo corpus."""
     validation_sources: list[dict[str, Any]] = field(default_factory=list)
+    tasks: list[str] | None = None
+    """Train and validate on the sources of these tasks only (``[mt]``: a text-only run on a corpus that
+    also has speech, as stage 1 of ``recipes/forgetting.py``); null: every source. The sources left out are
+    logged; a filter that leaves no training source is an error."""
     allow_incomplete: bool = False
     """Read a source folder that lacks its completion marker (``<folder>.complete.json``, written last by
     ``emmett-prepare``) or whose shards disagree with it, with a warning, instead of stopping with an

@@ -24,7 +24,9 @@ def load_hf_model(auto_cls: Any, *, pretrained_path: str | None, config: dict[st
                 f"backbone.pretrained_path: {str(path)!r} is not a local Hugging Face model folder (no config.json); "
                 "nothing is downloaded: save one with save_pretrained() and point here"
             )
-        return auto_cls.from_pretrained(str(path), local_files_only=True)
+        # from_pretrained returns the model in eval mode, and Lightning (>= 2.2) no longer calls train()
+        # before fit: without this, a pretrained backbone would train with its dropout off.
+        return auto_cls.from_pretrained(str(path), local_files_only=True).train()
     if "model_type" not in config:
         raise ValueError("backbone.config needs 'model_type' (e.g. t5, marian, m2m_100, gpt2, llama) "
                          "when backbone.pretrained_path is null")
