@@ -120,10 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"--arms: unknown {unknown}; expected some of {list(ARMS)}")
 
-    from nemo_emmett.export import save_backbone_pretrained
+    from nemo_emmett.data.sources import SourceSpec
+    from nemo_emmett.models.backbone_folder import save_backbone_pretrained
     from nemo_emmett.models.base import TranslationModel
     from nemo_emmett.startup import model_class, resolve_run, resolve_sources
-    from nemo_emmett.data.sources import SourceSpec
 
     out = args.out.resolve()
     (out / "results").mkdir(parents=True, exist_ok=True)

@@ -4,9 +4,8 @@ the foundation of stage 2 of the forgetting recipe computes what the trained mod
 import pytest
 import torch
 
-from nemo_emmett.export import save_backbone_pretrained
+from nemo_emmett.models.backbone_folder import save_backbone_pretrained
 from nemo_emmett.models.salm_t5 import SalmT5
-
 from tests.models.test_salm_t5 import one_step, text_batch
 
 

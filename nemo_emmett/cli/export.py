@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not Path(args.checkpoint).is_file():
             raise FileNotFoundError(f"--checkpoint {args.checkpoint!r} does not exist")
-        from nemo_emmett.export import export_model, load_model, save_backbone_pretrained
+        from nemo_emmett.export import export_model, load_model
+        from nemo_emmett.models.backbone_folder import save_backbone_pretrained
 
         model = load_model(args.checkpoint, model_class=args.model_class)
         if args.hf_backbone is not None:

@@ -1,7 +1,7 @@
 """A SentencePiece model as a Hugging Face tokenizer that encodes exactly like it (same ids, same specials).
 
 A model trained here with the SentencePiece tokenizer of ``data/prepare/tokenizer.py`` is saved as a
-Hugging Face folder (``export.save_backbone_pretrained``) whose tokenizer must give the ids the model
+Hugging Face folder (``models/backbone_folder.py``) whose tokenizer must give the ids the model
 learned: transformers' own SentencePiece converter builds it (``SpmConverter.build_tokenizer_from_spm_proto``,
 legacy prefixing, which is what ``SentencePieceProcessor.encode`` does), with the model's pad, unknown,
 start and end pieces as its special tokens. No family-specific class (``T5Tokenizer`` would renumber the
