@@ -76,7 +76,7 @@ def test_restore_gives_the_same_model(spm_path, tmp_path, wavs, lora):
     if lora:  # B starts at zero; make the adapters matter
         with torch.no_grad():
             for name, p in model.named_parameters():
-                if "lora_b" in name:
+                if "lora_B" in name:
                     p.normal_()
     path = export_model(model, tmp_path / "m.emmett", token_equivalent_duration=0.08)
     restored = restore_model(path)
