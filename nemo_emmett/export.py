@@ -210,8 +210,13 @@ def restore_model(path: str | Path, map_location: str | torch.device = "cpu",
             if name not in components:
                 raise ValueError(f"{str(path)!r}: component {name!r} is not in the archive (it has {sorted(components)})")
             state.update(_load_member(tar, components[name]))
-        adapter_keys = _load_adapter(tar, model, path)
-    _load_state(model, lora.upgrade_lora_keys(state), path, exempt=adapter_keys)
+        adapter = _optional_member(tar, ADAPTER_CONFIG), _optional_member(tar, ADAPTER_WEIGHTS)
+    state = lora.upgrade_lora_keys(state)  # an export written before peft
+    if adapter == (None, None):
+        model.load_state_dict(state, strict=True)
+    else:
+        lora.load_adapter_files(model, *adapter, source=f"{str(path)!r}: {ADAPTER_DIR}/")
+        lora.load_state_without_adapters(model, state, source=f"{str(path)!r}: {WEIGHTS}")
     if merge_lora:
         model.merge_lora()
     return model.to(map_location).eval()
@@ -261,37 +266,6 @@ def _restricted(cfg: dict[str, Any], directions: list[str], path: Path | str) ->
         return restrict_tasks(cfg, directions)
     except ValueError as e:
         raise ValueError(f"{str(path)!r}: {e}") from e
-
-
-def _load_adapter(tar: tarfile.TarFile, model: TranslationModel, path: Path | str) -> list[str]:
-    """The LoRA adapters of the archive's ``adapter/`` (PEFT's format) into ``model``; returns their
-    state-dict keys (none: the archive has no ``adapter/``, an export written before peft, say)."""
-    config, weights = _optional_member(tar, ADAPTER_CONFIG), _optional_member(tar, ADAPTER_WEIGHTS)
-    if config is None and weights is None:
-        return []
-    where = f"{str(path)!r}: {ADAPTER_DIR}/"
-    if config is None or weights is None or not lora.has_lora(model):
-        raise ValueError(f"{where} needs both {lora.CONFIG_FILE} and {lora.WEIGHTS_FILE} and a model config with "
-                         f"lora set (has config: {config is not None}, weights: {weights is not None}, model.lora: "
-                         f"{model.cfg.lora is not None})")
-    if not lora.adapter_config_matches(model, json.loads(config)):
-        raise ValueError(f"{where}{lora.CONFIG_FILE} describes other LoRA layers than model.lora builds")
-    from safetensors.torch import load as load_safetensors
-
-    lora.load_adapter_state(model, load_safetensors(weights), source=f"{where}{lora.WEIGHTS_FILE}")
-    return lora.adapter_keys(model)
-
-
-def _load_state(model: TranslationModel, state: dict[str, torch.Tensor], path: Path | str, exempt: list[str]) -> None:
-    """``load_state_dict`` as strict as ever, except for the ``exempt`` keys (loaded already)."""
-    if not exempt:
-        model.load_state_dict(state, strict=True)
-        return
-    result = model.load_state_dict(state, strict=False)
-    missing = sorted(set(result.missing_keys) - set(exempt))
-    if missing or result.unexpected_keys:
-        raise RuntimeError(f"{str(path)!r}: {WEIGHTS} does not fit the model: missing keys {missing[:5]}, "
-                           f"unexpected keys {sorted(result.unexpected_keys)[:5]}")
 
 
 def _load_member(tar: tarfile.TarFile, name: str) -> dict[str, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""LoRA with ``peft``: low-rank adapters on chosen layers (``nn.Linear``, GPT-2's ``Conv1D``) of any model.
+"""LoRA with ``peft`` on chosen ``nn.Linear`` and GPT-2 ``Conv1D`` layers of any model.
 
 Layers are chosen by regexes fullmatched over dotted module names (``backbone\\..*\\.(q|v)``), resolved
 here to exact names and handed to ``peft.inject_adapter_in_model`` as one regex, so peft's own layers
@@ -14,6 +14,7 @@ Before peft, ``LoRALinear`` wrote ``<layer>.base.weight``, ``<layer>.lora_a`` ``
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import warnings
@@ -175,13 +176,6 @@ def save_adapter(module: nn.Module, folder: str | Path) -> None:
     save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
 
 
-def adapter_config_matches(module: nn.Module, config_json: Mapping) -> bool:
-    """Whether a saved ``adapter_config.json`` describes the adapters ``module`` has (layers, rank, alpha)."""
-    own = module.peft_config[ADAPTER]
-    return (config_json.get("target_modules") == own.target_modules and config_json.get("r") == own.r
-            and config_json.get("lora_alpha") == own.lora_alpha)
-
-
 def load_adapter_state(module: nn.Module, state: Mapping[str, torch.Tensor], source: str = "adapter") -> None:
     """PEFT-format adapter weights into ``module``'s adapters (``set_peft_model_state_dict``);
     ValueError naming ``source`` when a key is left over or an adapter is not filled."""
@@ -192,6 +186,33 @@ def load_adapter_state(module: nn.Module, state: Mapping[str, torch.Tensor], sou
     if result.unexpected_keys or unfilled:
         raise ValueError(f"{source}: the adapter weights do not fit the model's LoRA layers: unexpected "
                          f"{sorted(result.unexpected_keys)[:5]}, not filled {unfilled[:5]}")
+
+
+def load_adapter_files(module: nn.Module, config: bytes | None, weights: bytes | None, source: str) -> None:
+    """The contents of ``adapter_config.json`` and ``adapter_model.safetensors`` (:func:`save_adapter`)
+    into the adapters ``module`` was built with; errors name ``source``."""
+    if config is None or weights is None or not has_lora(module):
+        raise ValueError(f"{source} needs both {CONFIG_FILE} and {WEIGHTS_FILE} and a model built with LoRA "
+                         f"(has {CONFIG_FILE}: {config is not None}, {WEIGHTS_FILE}: {weights is not None}, "
+                         f"LoRA layers: {has_lora(module)})")
+    saved, own = json.loads(config), module.peft_config[ADAPTER]
+    if (saved.get("target_modules"), saved.get("r"), saved.get("lora_alpha")) != (own.target_modules, own.r, own.lora_alpha):
+        raise ValueError(f"{source}{CONFIG_FILE} describes other LoRA layers than model.lora builds: target_modules "
+                         f"{saved.get('target_modules')!r}, r {saved.get('r')}, lora_alpha {saved.get('lora_alpha')} "
+                         f"(expected {own.target_modules!r}, r {own.r}, lora_alpha {own.lora_alpha})")
+    from safetensors.torch import load
+
+    load_adapter_state(module, load(weights), source=f"{source}{WEIGHTS_FILE}")
+
+
+def load_state_without_adapters(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict`` as strict as ever, except that the adapters' keys (filled from PEFT's files
+    already) are not in ``state``."""
+    result = module.load_state_dict(state, strict=False)
+    missing = sorted(set(result.missing_keys) - set(adapter_keys(module)))
+    if missing or result.unexpected_keys:
+        raise RuntimeError(f"{source} does not fit the model: missing keys {missing[:5]}, "
+                           f"unexpected keys {sorted(result.unexpected_keys)[:5]}")
 
 
 # ---- checkpoints written before peft ----------------------------------------------------------
