@@ -127,6 +127,31 @@ def pre_peft_state(model) -> dict:
     return out
 
 
+def rewrite_archive(src, dst, replace: dict):
+    """A copy of the export ``src`` with members replaced by new bytes (None: left out)."""
+    with tarfile.open(src) as a, tarfile.open(dst, "w") as b:
+        for m in a.getmembers():
+            if m.name not in replace:
+                b.addfile(m, a.extractfile(m) if m.isfile() else None)
+            elif replace[m.name] is not None:
+                m.size = len(replace[m.name])
+                b.addfile(m, io.BytesIO(replace[m.name]))
+    return dst
+
+
+def test_adapter_files_that_do_not_fit_are_named(spm_path, tmp_path):
+    path = export_model(lora_model(spm_path), tmp_path / "m.emmett")
+    with tarfile.open(path) as tar:
+        config = json.loads(tar.extractfile("adapter/adapter_config.json").read())
+    other = rewrite_archive(path, tmp_path / "r4.emmett",
+                            {"adapter/adapter_config.json": json.dumps({**config, "r": 4}).encode()})
+    with pytest.raises(ValueError, match=r"r4\.emmett.*adapter/adapter_config\.json describes other LoRA layers.*r 4"):
+        restore_model(other)
+    half = rewrite_archive(path, tmp_path / "half.emmett", {"adapter/adapter_model.safetensors": None})
+    with pytest.raises(ValueError, match=r"half\.emmett.*adapter/ needs both"):
+        restore_model(half)
+
+
 def test_adapters_in_the_export_load_with_peft_alone(spm_path, tmp_path, wavs):
     """``adapter/`` holds what peft writes; PeftConfig.from_pretrained, inject_adapter_in_model and
     set_peft_model_state_dict turn the same model without LoRA into the exported one."""
@@ -153,19 +178,11 @@ def test_pre_peft_exports_and_checkpoints_still_load(spm_path, tmp_path, wavs):
     old = pre_peft_state(model)
     # an export written before peft: adapters in model_weights.pt under the old names, no adapter/
     path = export_model(model, tmp_path / "new.emmett")
-    old_path = tmp_path / "old.emmett"
-    with tarfile.open(path) as src, tarfile.open(old_path, "w") as dst:
-        for m in src.getmembers():
-            if m.name.startswith("adapter"):
-                continue
-            if m.name == "model_weights.pt":
-                buf = io.BytesIO()
-                torch.save(old, buf)
-                m.size = buf.tell()
-                buf.seek(0)
-                dst.addfile(m, buf)
-            else:
-                dst.addfile(m, src.extractfile(m) if m.isfile() else None)
+    buf = io.BytesIO()
+    torch.save(old, buf)
+    old_path = rewrite_archive(path, tmp_path / "old.emmett", {"adapter/adapter_config.json": None,
+                                                                "adapter/adapter_model.safetensors": None,
+                                                                "model_weights.pt": buf.getvalue()})
     assert_same_model(model, restore_model(old_path), wavs)
     # a Lightning checkpoint written before peft: load_model, and Lightning's own loading (on_load_checkpoint)
     ckpt = tmp_path / "old.ckpt"
