@@ -51,10 +51,13 @@ def test_salm_t5_presets_train_only_their_groups(tiny_cfg, finetune, lora, expec
 
 
 def test_full_trains_lora_base_weights_and_other_presets_never_do(tiny_cfg):
-    for finetune, base_trains in (("full", True), ("lora", False), (None, False)):
-        model = SalmT5({**tiny_cfg, "finetune": finetune, "lora": LORA})
-        bases = [p for n, p in model.named_parameters() if ".base_layer." in n]
-        assert bases and all(p.requires_grad == base_trains for p in bases), finetune
+    """Also outside the backbone: a LoRA layer of the perception keeps its base weight frozen."""
+    lora = {**LORA, "targets": [r"backbone\..*\.(q|v)", r"perception\.encoder\.layers\.0\.self_attn\.linear_q"]}
+    for finetune, base_trains in (("full", True), ("lora", False), ("backbone_frozen", False), (None, False)):
+        model = SalmT5({**tiny_cfg, "finetune": finetune, "lora": lora})
+        bases = {n: p.requires_grad for n, p in model.named_parameters() if ".base_layer." in n}
+        assert any(n.startswith("perception.") for n in bases) and set(bases.values()) == {base_trains}, finetune
+        assert model.perception.encoder.layers[0].self_attn.linear_q.lora_A["default"].weight.requires_grad
 
 
 def test_freeze_list_applies_after_the_preset(tiny_cfg):
