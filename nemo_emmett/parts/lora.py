@@ -51,12 +51,16 @@ def has_lora(module: nn.Module) -> bool:
     return isinstance(getattr(module, "peft_config", None), dict) and ADAPTER in module.peft_config
 
 
+BART_LIKE_DEFAULTS = {t: ["q_proj", "v_proj"] for t in ("marian", "mbart", "m2m_100")}
+"""Backbone families of SALM-T5 that peft's default table lacks: BART-style attention, so peft's 'bart' entry."""
+
+
 def default_targets(model_type: str, prefix: str = "backbone") -> list[str]:
     """peft's default LoRA layers for a Hugging Face ``model_type`` (T5: q, v; GPT-2: c_attn; Llama:
-    q_proj, v_proj), as one fullmatch regex over the module names under ``prefix``."""
+    q_proj, v_proj; :data:`BART_LIKE_DEFAULTS`), as one fullmatch regex over the module names under ``prefix``."""
     from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULTS
 
-    names = DEFAULTS.get(model_type)
+    names = DEFAULTS.get(model_type) or BART_LIKE_DEFAULTS.get(model_type)
     if not names:
         raise ValueError(f"model.lora.targets is null and peft has no default LoRA layers for backbone model_type "
                          f"{model_type!r}: give model.lora.targets (regexes over module names, e.g. "
@@ -120,7 +124,8 @@ def apply_lora(module: nn.Module, target_patterns: list[str], r: int, alpha: flo
     for p in module.parameters():  # undo peft's "mark only adapters as trainable"
         if id(p) in trainable and id(p) not in base:
             p.requires_grad_(trainable[id(p)])
-    assert sorted(layers) == sorted(names), (sorted(layers), names)
+    if sorted(layers) != sorted(names):  # peft's matching is not ours: never silently adapt other layers
+        raise RuntimeError(f"peft adapted {sorted(layers)}, expected {sorted(names)}")
     log.info("LoRA (r=%d, alpha=%g) on %d layers (%d Conv1D)", r, alpha, len(names), sum(conv1d))
     return names
 

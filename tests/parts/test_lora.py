@@ -165,9 +165,10 @@ def _logits_without_adapters(root: nn.Module) -> torch.Tensor:
             m.enable_adapters(True)
 
 
-def test_unknown_model_type_has_no_default():
-    with pytest.raises(ValueError, match=r"model_type 'marian'.*model\.lora\.targets"):
-        default_targets("marian")
+def test_unknown_model_type_has_no_default_and_marian_has_bart_s():
+    with pytest.raises(ValueError, match=r"model_type 'speech_to_text'.*model\.lora\.targets"):
+        default_targets("speech_to_text")
+    assert default_targets("marian") == default_targets("m2m_100") == [r"backbone\.(?:.*\.)?(?:q_proj|v_proj)"]
 
 
 # ---- state dicts written before peft, and PEFT's own format -------------------------------------
