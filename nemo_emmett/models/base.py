@@ -50,7 +50,8 @@ class TranslationModel(pl.LightningModule, ABC):
             build_perception(self.cfg.perception, self.backbone_dim, self.text.vocab_size) if self.uses_audio else None)
         if self.cfg.lora is not None:
             lc = self.cfg.lora
-            apply_lora(self, lc.targets or self.default_lora_targets(), r=lc.r, alpha=lc.alpha, dropout=lc.dropout)
+            targets = lc.targets if lc.targets is not None else self.default_lora_targets()
+            apply_lora(self, targets, r=lc.r, alpha=lc.alpha, dropout=lc.dropout)
         apply_finetune(self, self.cfg.finetune)
         if self.cfg.finetune == "full" and self.cfg.freeze and self.cfg.freeze == self.config_class().freeze:
             log.warning("model.finetune='full', but %s's default model.freeze %s applies after it: set "
