@@ -165,7 +165,7 @@ def _logits_without_adapters(root: nn.Module) -> torch.Tensor:
             m.enable_adapters(True)
 
 
-def test_unknown_model_type_has_no_default_and_marian_has_bart_s():
+def test_unknown_model_type_has_no_default_and_marian_gets_bart_layers():
     with pytest.raises(ValueError, match=r"model_type 'speech_to_text'.*model\.lora\.targets"):
         default_targets("speech_to_text")
     assert default_targets("marian") == default_targets("m2m_100") == [r"backbone\.(?:.*\.)?(?:q_proj|v_proj)"]
