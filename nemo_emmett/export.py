@@ -14,7 +14,12 @@ Format (suffix ``.emmett`` by convention; any name works): an uncompressed tar, 
 * ``tokenizer/``: ``tokenizer.model`` (SentencePiece) or the Hugging Face tokenizer files.
 * ``generation_config.json``: the backbone's generation defaults (e.g. Marian's ``bad_words_ids``),
   which a backbone rebuilt from its config alone would not have.
-* ``model_weights.pt``: the state dict (LoRA adapters included; the model is rebuilt with them).
+* ``model_weights.pt``: the state dict. LoRA adapters (``model.lora``) are not in it but in
+  ``adapter/``, in PEFT's own format as peft writes it: ``adapter/adapter_config.json`` and
+  ``adapter/adapter_model.safetensors``, keyed by the model's module names as
+  ``peft.get_peft_model_state_dict`` gives them (the model is rebuilt with its adapters, which
+  ``peft.set_peft_model_state_dict`` fills). Exports written before peft hold the adapters in
+  ``model_weights.pt`` under the old names, mapped on restore (``parts/lora.py``).
   Modular models (``ModularTasks.components``) write each named component once instead, as
   ``components/<name>.pt`` (listed in ``meta.json`` under ``components``), and ``model_weights.pt``
   keeps the rest; ``restore_model(path, directions=[...])`` then builds and reads only the
@@ -51,6 +56,7 @@ from nemo_emmett.mammoth.component_files import component_member, restrict_tasks
 from nemo_emmett.mammoth.routing import ModularTasks
 from nemo_emmett.models.base import TranslationModel
 from nemo_emmett.modules.perception import module_configs
+from nemo_emmett.parts import lora
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +72,8 @@ MOVED_CLASSES = {
 written before name the old path, which is read as the new one (with a log line saying so)."""
 META, CONFIG, WEIGHTS, GENERATION = "meta.json", "model_config.yaml", "model_weights.pt", "generation_config.json"
 TOKENIZER_DIR = "tokenizer"
+ADAPTER_DIR = "adapter"
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = f"{ADAPTER_DIR}/{lora.CONFIG_FILE}", f"{ADAPTER_DIR}/{lora.WEIGHTS_FILE}"
 _REQUIRED = (META, CONFIG, WEIGHTS)
 _EXPECTED = (f"a tar archive written by nemo_emmett.export.export_model (examples/export.py) "
              f"holding {', '.join(_REQUIRED)} and {TOKENIZER_DIR}/")
@@ -129,13 +137,18 @@ def export_model(model: TranslationModel, path: str | Path, *, token_equivalent_
         if token_equivalent_duration is not None:
             meta["token_equivalent_duration"] = float(token_equivalent_duration)
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        members = [META, CONFIG, TOKENIZER_DIR]
+        if lora.has_lora(model):  # in PEFT's format, not in model_weights.pt
+            lora.save_adapter(model, stage / ADAPTER_DIR)
+            for key in lora.adapter_keys(model):
+                del state[key]
+            members += [ADAPTER_CONFIG, ADAPTER_WEIGHTS]
         parts: dict[str, dict[str, torch.Tensor]] = {}
         if isinstance(model, ModularTasks):  # each component once, in a member of its own
             parts, state = split_state(state, model.components.values())
             meta["components"] = {name: component_member(name) for name in parts}
         (stage / META).write_text(json.dumps(meta, indent=2) + "\n")
         (stage / CONFIG).write_text(OmegaConf.to_yaml(OmegaConf.create(export_config(model, rel))))
-        members = [META, CONFIG, TOKENIZER_DIR]
         generation = getattr(model.backbone, "generation_config", None)
         if generation is not None:
             (stage / GENERATION).write_text(generation.to_json_string())
@@ -163,8 +176,9 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 
 
 def restore_model(path: str | Path, map_location: str | torch.device = "cpu",
-                  directions: list[str] | None = None) -> TranslationModel:
+                  directions: list[str] | None = None, *, merge_lora: bool = False) -> TranslationModel:
     """The model in an export file, on ``map_location``, in eval mode, with strictly loaded weights.
+    ``merge_lora``: LoRA adapters merged into their base weights (for inference; ``TranslationModel.merge_lora``).
 
     ``directions`` (modular models): only the tasks of these directions (``mt:en-de``) or task names are
     built, and only their components are read from the archive."""
@@ -196,14 +210,23 @@ def restore_model(path: str | Path, map_location: str | torch.device = "cpu",
             if name not in components:
                 raise ValueError(f"{str(path)!r}: component {name!r} is not in the archive (it has {sorted(components)})")
             state.update(_load_member(tar, components[name]))
-    model.load_state_dict(state, strict=True)
+        adapter = _optional_member(tar, ADAPTER_CONFIG), _optional_member(tar, ADAPTER_WEIGHTS)
+    state = lora.upgrade_lora_keys(state)  # an export written before peft
+    if adapter == (None, None):
+        model.load_state_dict(state, strict=True)
+    else:
+        lora.load_adapter_files(model, *adapter, source=f"{str(path)!r}: {ADAPTER_DIR}/")
+        lora.load_state_without_adapters(model, state, source=f"{str(path)!r}: {WEIGHTS}")
+    if merge_lora:
+        model.merge_lora()
     return model.to(map_location).eval()
 
 
-def load_model(path: str | Path, *, map_location: str | torch.device = "cpu",
-               model_class: str | None = None, directions: list[str] | None = None) -> TranslationModel:
+def load_model(path: str | Path, *, map_location: str | torch.device = "cpu", model_class: str | None = None,
+               directions: list[str] | None = None, merge_lora: bool = False) -> TranslationModel:
     """An export file (:func:`restore_model`) or a Lightning ``.ckpt`` of a ``TranslationModel``.
     ``directions``: a modular model with only those tasks (a checkpoint is still read whole).
+    ``merge_lora``: LoRA adapters merged into their base weights (inference).
 
     A checkpoint holds the config and weights, not the files the config names (tokenizer, backbone
     folder, ASR ``.nemo``): they must still exist. ``model_class`` (checkpoints only) overrides the
@@ -212,7 +235,7 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu",
     if not path.is_file():
         raise FileNotFoundError(f"model file {str(path)!r} does not exist")
     if tarfile.is_tarfile(path):
-        return restore_model(path, map_location, directions)
+        return restore_model(path, map_location, directions, merge_lora=merge_lora)
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{str(path)!r} is neither a model export ({_EXPECTED}) nor a Lightning checkpoint (.ckpt)")
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
@@ -223,13 +246,15 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu",
     cfg = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
     _check_local_files(cfg, path)
     cls = _import_model_class(model_class or ckpt.get("nemo_emmett_model_class", DEFAULT_MODEL_CLASS), path, None)
-    state = ckpt["state_dict"]
+    state = lora.upgrade_lora_keys(ckpt["state_dict"])
     if directions is not None:
         cfg = _restricted(cfg, directions, path)
     model = cls(cfg)
     if directions is not None:  # the other tasks' components are not in this model
         state = {k: v for k, v in state.items() if k in model.state_dict()}
     model.load_state_dict(state, strict=True)
+    if merge_lora:
+        model.merge_lora()
     return model.to(map_location).eval()
 
 

@@ -76,7 +76,7 @@ def test_restore_gives_the_same_model(spm_path, tmp_path, wavs, lora):
     if lora:  # B starts at zero; make the adapters matter
         with torch.no_grad():
             for name, p in model.named_parameters():
-                if "lora_b" in name:
+                if "lora_B" in name:
                     p.normal_()
     path = export_model(model, tmp_path / "m.emmett", token_equivalent_duration=0.08)
     restored = restore_model(path)
@@ -96,6 +96,117 @@ def test_restore_gives_the_same_model(spm_path, tmp_path, wavs, lora):
     assert cfg["decoding"]["max_new_tokens"] == 6
     with tarfile.open(path) as tar:
         assert {"meta.json", "model_config.yaml", "model_weights.pt", "tokenizer/tokenizer.model"} <= set(tar.getnames())
+        adapter = {"adapter/adapter_config.json", "adapter/adapter_model.safetensors"}
+        assert (adapter <= set(tar.getnames())) == bool(lora)
+        weights = torch.load(tar.extractfile("model_weights.pt"), weights_only=True)
+    assert not any(".lora_" in k for k in weights)  # adapters live in PEFT's files only
+
+
+# ---- LoRA: PEFT's format inside the export, exports and checkpoints written before peft, merging ----
+LORA = {"targets": [r"backbone\..*\.(q|v)"], "r": 2, "alpha": 4.0}
+
+
+def lora_model(spm_path) -> SalmT5:
+    model = tiny_model(spm_path, lora=LORA)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_()
+    return model
+
+
+def pre_peft_state(model) -> dict:
+    """The model's state dict as the hand-written LoRALinear named it: ``<l>.base.weight``,
+    ``<l>.lora_a`` (r, in), ``<l>.lora_b`` (out, r)."""
+    out = {}
+    for k, v in model.state_dict().items():
+        k = k.replace(".base_layer.", ".base.").replace(".lora_A.default.weight", ".lora_a")
+        out[k.replace(".lora_B.default.weight", ".lora_b")] = v.clone()
+    assert out["backbone.encoder.block.0.layer.0.SelfAttention.q.lora_a"].shape == (2, 32)
+    assert out["backbone.encoder.block.0.layer.0.SelfAttention.q.lora_b"].shape == (32, 2)
+    return out
+
+
+def rewrite_archive(src, dst, replace: dict):
+    """A copy of the export ``src`` with members replaced by new bytes (None: left out)."""
+    with tarfile.open(src) as a, tarfile.open(dst, "w") as b:
+        for m in a.getmembers():
+            if m.name not in replace:
+                b.addfile(m, a.extractfile(m) if m.isfile() else None)
+            elif replace[m.name] is not None:
+                m.size = len(replace[m.name])
+                b.addfile(m, io.BytesIO(replace[m.name]))
+    return dst
+
+
+def test_adapter_files_that_do_not_fit_are_named(spm_path, tmp_path):
+    path = export_model(lora_model(spm_path), tmp_path / "m.emmett")
+    with tarfile.open(path) as tar:
+        config = json.loads(tar.extractfile("adapter/adapter_config.json").read())
+    other = rewrite_archive(path, tmp_path / "r4.emmett",
+                            {"adapter/adapter_config.json": json.dumps({**config, "r": 4}).encode()})
+    with pytest.raises(ValueError, match=r"r4\.emmett.*adapter/adapter_config\.json describes other LoRA layers.*r 4"):
+        restore_model(other)
+    half = rewrite_archive(path, tmp_path / "half.emmett", {"adapter/adapter_model.safetensors": None})
+    with pytest.raises(ValueError, match=r"half\.emmett.*adapter/ needs both"):
+        restore_model(half)
+
+
+def test_adapters_in_the_export_load_with_peft_alone(spm_path, tmp_path, wavs):
+    """``adapter/`` holds what peft writes; PeftConfig.from_pretrained, inject_adapter_in_model and
+    set_peft_model_state_dict turn the same model without LoRA into the exported one."""
+    from peft import PeftConfig, inject_adapter_in_model, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    model = lora_model(spm_path)
+    path = export_model(model, tmp_path / "m.emmett")
+    with tarfile.open(path) as tar:
+        tar.extractall(tmp_path / "x", members=[m for m in tar.getmembers() if m.name.startswith("adapter/")],
+                       filter="data")
+    plain = SalmT5({**model.hparams.cfg, "lora": None}).eval()
+    plain.load_state_dict({k.replace(".base_layer.", "."): v for k, v in model.state_dict().items() if ".lora_" not in k})
+    config = PeftConfig.from_pretrained(str(tmp_path / "x" / "adapter"))
+    assert (config.r, config.lora_alpha) == (2, 4.0)
+    inject_adapter_in_model(config, plain)
+    result = set_peft_model_state_dict(plain, load_file(tmp_path / "x" / "adapter" / "adapter_model.safetensors"))
+    assert not result.unexpected_keys
+    assert_same_model(model, plain, wavs)
+
+
+def test_pre_peft_exports_and_checkpoints_still_load(spm_path, tmp_path, wavs):
+    model = lora_model(spm_path)
+    old = pre_peft_state(model)
+    # an export written before peft: adapters in model_weights.pt under the old names, no adapter/
+    path = export_model(model, tmp_path / "new.emmett")
+    buf = io.BytesIO()
+    torch.save(old, buf)
+    old_path = rewrite_archive(path, tmp_path / "old.emmett", {"adapter/adapter_config.json": None,
+                                                                "adapter/adapter_model.safetensors": None,
+                                                                "model_weights.pt": buf.getvalue()})
+    assert_same_model(model, restore_model(old_path), wavs)
+    # a Lightning checkpoint written before peft: load_model, and Lightning's own loading (on_load_checkpoint)
+    ckpt = tmp_path / "old.ckpt"
+    import lightning
+
+    torch.save({"state_dict": old, "hyper_parameters": dict(model.hparams),
+                "pytorch-lightning_version": lightning.__version__}, ckpt)
+    assert_same_model(model, load_model(ckpt), wavs)
+    assert_same_model(model, SalmT5.load_from_checkpoint(ckpt, weights_only=False).eval(), wavs)
+
+
+def test_merge_lora_keeps_outputs_and_the_merged_model_exports(spm_path, tmp_path, wavs):
+    from peft.tuners.lora import LoraLayer
+
+    model = lora_model(spm_path)
+    path = export_model(model, tmp_path / "m.emmett")
+    merged = load_model(path, merge_lora=True)
+    assert merged.cfg.lora is None and not any(isinstance(m, LoraLayer) for m in merged.modules())
+    for batch in (text_batch(model), audio_batch(model, wavs)):
+        with torch.no_grad():
+            torch.testing.assert_close(merged.logits(batch)[0], model.logits(batch)[0], rtol=1e-4, atol=1e-4)
+    again = restore_model(export_model(merged, tmp_path / "merged.emmett"))
+    assert again.cfg.lora is None
+    assert_same_model(merged, again, wavs)
 
 
 def test_restored_model_needs_nothing_but_the_file(spm_path, tmp_path, wavs, cache):

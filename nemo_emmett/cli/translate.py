@@ -89,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     directions = input_directions(args)
-    model = load_model(args.model, map_location=device, model_class=args.model_class, directions=directions)
+    model = load_model(args.model, map_location=device, model_class=args.model_class, directions=directions,
+                       merge_lora=True)  # adapters merged: the same outputs, no extra matmuls
     for key in directions or ():  # a language the model never saw is an error, not empty output
         inference.check_direction(model, *parse_direction(key))
     if args.beam_size is not None:

@@ -1,5 +1,5 @@
 """What every translation model family shares: text handling, perception, the loss per task,
-validation with BLEU/chrF per direction, optimizer set-up, freezing and LoRA.
+validation with BLEU/chrF per direction, optimizer set-up, freezing (presets, regexes) and LoRA (peft).
 
 A family implements three hooks: ``build_backbone`` (its modules), ``logits`` (teacher-forced
 scores aligned with ``batch.target_ids``) and ``generate_ids`` (decoding); ``backbone_dim``
@@ -21,8 +21,8 @@ from nemo_emmett.mgcm.step import MGCMStep
 from nemo_emmett.models.config import ModelConfig, parse_model_config
 from nemo_emmett.modules.hf_backbone import check_local_folder, check_vocab_fits, load_hf_model
 from nemo_emmett.modules.perception import AudioPerception, build_perception
-from nemo_emmett.parts.freeze import freeze_by_regex, trainable_summary
-from nemo_emmett.parts.lora import apply_lora
+from nemo_emmett.parts.freeze import apply_finetune, check_finetune, freeze_by_regex, trainable_summary
+from nemo_emmett.parts.lora import apply_lora, default_targets, merge_lora, upgrade_lora_keys
 from nemo_emmett.parts.loss import BatchLoss, per_example_nll
 from nemo_emmett.parts.metrics import MeanAccumulator, ScoreAccumulator
 from nemo_emmett.parts.optim import build_optimizer_and_scheduler
@@ -43,13 +43,19 @@ class TranslationModel(pl.LightningModule, ABC):
         self.save_hyperparameters({"cfg": plain})
         self.cfg = parse_model_config(plain, self.config_class)
         self.check_config()
+        check_finetune(self.cfg.finetune, has_lora=self.cfg.lora is not None)
         self.text = text if text is not None else self.build_text(self.cfg)
         self.backbone = self.build_backbone()
         self.perception: AudioPerception | None = (
             build_perception(self.cfg.perception, self.backbone_dim, self.text.vocab_size) if self.uses_audio else None)
         if self.cfg.lora is not None:
             lc = self.cfg.lora
-            apply_lora(self, lc.targets, r=lc.r, alpha=lc.alpha, dropout=lc.dropout)
+            targets = lc.targets if lc.targets is not None else self.default_lora_targets()
+            apply_lora(self, targets, r=lc.r, alpha=lc.alpha, dropout=lc.dropout)
+        apply_finetune(self, self.cfg.finetune)
+        if self.cfg.finetune == "full" and self.cfg.freeze and self.cfg.freeze == self.config_class().freeze:
+            log.warning("model.finetune='full', but %s's default model.freeze %s applies after it: set "
+                        "model.freeze=[] to train everything", type(self).__name__, self.cfg.freeze)
         freeze_by_regex(self, self.cfg.freeze)
         log.info("%s: %s", type(self).__name__, trainable_summary(self))
         # MGCM runs several backward passes per step: Lightning's manual optimization (mgcm/step.py)
@@ -91,6 +97,26 @@ class TranslationModel(pl.LightningModule, ABC):
     @abstractmethod
     def generate_ids(self, batch: TranslationBatch) -> list[list[int]]:
         """Decoded token ids per example, without start and EOS tokens."""
+
+    def default_lora_targets(self) -> list[str]:
+        """``model.lora.targets`` when null: peft's default layers for the backbone's ``model_type``."""
+        model_type = getattr(getattr(self.backbone, "config", None), "model_type", None)
+        if model_type is None:
+            raise ValueError(f"model.lora.targets is null and {type(self).__name__}'s backbone has no Hugging Face "
+                             "model_type to take peft's defaults from: give model.lora.targets")
+        return default_targets(model_type)
+
+    def merge_lora(self) -> list[str]:
+        """Merge the LoRA adapters into their base weights for inference (the same outputs in eval, no
+        extra matmuls); the config then says no LoRA, so an export of the merged model restores as it is.
+        Returns the merged layer names."""
+        names = merge_lora(self)
+        if names:
+            self.cfg.lora = None
+            if self.cfg.finetune == "lora":  # the same parameters train, without the adapters
+                self.cfg.finetune = "backbone_frozen"
+            self.hparams["cfg"] = {**self.hparams["cfg"], "lora": None, "finetune": self.cfg.finetune}
+        return names
 
     def check_config(self) -> None:
         """Checks of the parsed config beyond its types, before anything is built (none by default)."""
@@ -194,6 +220,10 @@ class TranslationModel(pl.LightningModule, ABC):
     @torch.no_grad()
     def translate_batch(self, batch: TranslationBatch) -> list[str]:
         return [self.text.decode(ids) for ids in self.generate_ids(batch)]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Checkpoints written before peft name LoRA weights as parts/lora.py's LoRALinear did.
+        checkpoint["state_dict"] = upgrade_lora_keys(checkpoint["state_dict"])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning records the hyper-parameters but not the class; restoring tools need it.

@@ -35,11 +35,19 @@ class TokenizerConfig:
 
 @dataclass
 class LoraConfig:
-    targets: list[str] = field(default_factory=lambda: [r"backbone\..*\.(q|v)"])
-    """Regexes (full match) over module names of the Linear layers to adapt."""
+    """LoRA adapters by ``peft`` (``parts/lora.py``): their base layers freeze, nothing else does."""
+
+    targets: list[str] | None = None
+    """Regexes (full match) over dotted module names of the ``nn.Linear`` / GPT-2 ``Conv1D`` layers to
+    adapt, e.g. ['backbone\\..*\\.(q|v)']; a pattern matching none warns, none matching at all is an error.
+    null: peft's default layers for the backbone's ``model_type`` under ``backbone.`` (T5/mT5: q, v;
+    GPT-2: c_attn; Llama/Qwen2: q_proj, v_proj); a family peft has no default for needs them given."""
     r: int = 8
+    """Rank of the update."""
     alpha: float = 16.0
+    """The update is scaled by alpha / r."""
     dropout: float = 0.0
+    """Dropout on the adapters' input."""
 
 
 @dataclass
@@ -65,9 +73,15 @@ class ModelConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     perception: PerceptionConfig = field(default_factory=PerceptionConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    finetune: str | None = None
+    """Freezing preset, applied after LoRA and before ``freeze``: 'full' (every parameter trains, LoRA base
+    weights included), 'backbone_frozen' (everything under ``backbone.`` frozen, its LoRA adapters too;
+    perception, cross-attention and adapters train), 'lora' (the backbone frozen except its LoRA adapters,
+    the rest trains; needs ``lora``). null: only ``freeze`` (and LoRA's frozen base weights)."""
     freeze: list[str] = field(default_factory=list)
-    """Regexes (full match) over parameter names to freeze, e.g. ['backbone\\..*']."""
+    """Regexes (full match) over parameter names to freeze, e.g. ['backbone\\..*'], after ``finetune``."""
     lora: LoraConfig | None = None
+    """LoRA adapters (null: none)."""
     optim: dict[str, Any] = field(default_factory=lambda: {
         "optimizer": {"_target_": "torch.optim.AdamW", "lr": 1e-3, "betas": [0.9, 0.98], "weight_decay": 0.01},
         "lr_scheduler": {"_target_": "nemo_emmett.parts.optim.warmup_inverse_sqrt", "warmup_steps": 100},
