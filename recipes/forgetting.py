@@ -42,8 +42,7 @@ log = logging.getLogger("forgetting")
 ARMS: dict[str, dict[str, Any]] = {
     "multiplexer": {},
     "speech_only": {"data.tasks": ["asr", "st"]},
-    "frozen_lora": {"data.tasks": ["asr", "st"], "model.freeze": [r"backbone\.(?!.*lora_).*"],
-                    "model.lora": {"r": 8, "alpha": 16.0}},
+    "frozen_lora": {"data.tasks": ["asr", "st"], "model.finetune": "lora", "model.lora": {"r": 8, "alpha": 16.0}},
 }
 """Stage-2 arms: config values set on top of the stage-2 config (``OmegaConf.update``)."""
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nemo_emmett.models.base import TranslationModel
 from nemo_emmett.parts.hf_tokenizer import hf_tokenizer_from_spm
-from nemo_emmett.parts.lora import merge_lora
+from nemo_emmett.parts.lora import has_lora
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,12 @@ def save_backbone_pretrained(model: TranslationModel, folder: str | Path, *, ove
     if not hasattr(model.backbone, "save_pretrained"):
         raise TypeError(f"{type(model).__name__}'s backbone ({type(model.backbone).__name__}) is not a Hugging Face "
                         "model: only SALM-T5 and BESTOW-GPT backbones can be saved as a Hugging Face folder")
-    backbone = copy.deepcopy(model.backbone).cpu()
-    merge_lora(backbone)  # a plain Hugging Face model: no adapter modules left
+    if has_lora(model):  # merged on a copy: a plain Hugging Face model, no adapter modules left
+        merged = copy.deepcopy(model).cpu()
+        merged.merge_lora()
+        backbone = merged.backbone
+    else:
+        backbone = model.backbone
     tokenizer = hf_tokenizer_from_spm(model.text.spm_path) if model.text.spm_path is not None else model.text.tok
     folder.parent.mkdir(parents=True, exist_ok=True)
     stage = folder.parent / f"{folder.name}.partial-{os.getpid()}"
