@@ -2,7 +2,7 @@
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/models/ddp_worker.py SPM OUT
 
-For each case (SALM-T5, BESTOW-GPT, SALM-T5 with MGCM) it builds the tiny model, builds the Trainer
+For each case (SALM-T5, BESTOW-GPT, SALM-T5 with MGCM, a modular encoder-decoder) it builds the tiny model, builds the Trainer
 as ``training.py`` does from ``trainer.strategy=ddp trainer.devices=2 trainer.accelerator=cpu``
 (``trainer_kwargs``), and fits it on this rank's fixed batches (:data:`SCHEDULE`); saves the initial
 weights (rank 0), the final weights and the per-step losses of each rank. The batches come from
@@ -26,6 +26,10 @@ SCHEDULE = [("text", "audio"), ("audio", "text"), ("text", "text")]
 """Modality of (rank 0, rank 1) at each step: mixed both ways, then text everywhere (no rank runs the
 speech path: its parameters must keep their values and their AdamW state untouched)."""
 
+MODULAR_SCHEDULE = [(("en", "de"), ("en", "fr")), (("de", "en"), ("en", "de")), (("en", "de"), ("en", "de"))]
+"""(source, target) of (rank 0, rank 1) for the modular model: each rank runs other components, then
+both run en-de (the de-en and en-fr components unused everywhere)."""
+
 WORDS = ["one", "two", "three", "vier", "fünf", "hundred", "hundert", "cent", "neun", "neuf", "sixty"]
 NO_RANDOMNESS = {"dropout": 0.0, "preprocessor": {
     "_target_": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor", "sample_rate": 16000,
@@ -48,10 +52,14 @@ def case_configs(spm: str) -> dict[str, tuple[str, dict]]:
     bestow = {"tokenizer": {"spm_path": spm}, "backbone": {"config": gpt2}, "perception": perception,
               "cross_attention": {"num_layers": 1, "num_heads": 4, "ff_dim": 32, "dropout": 0.0},
               "freeze": [], "optim": OPTIM}  # the LLM trains too: text batches have something to train
+    from tests.mammoth.test_modular import modular_cfg
+
+    modular = {**modular_cfg(spm), "optim": OPTIM}  # text tasks only: components per language, no perception
     return {"salm_t5": ("nemo_emmett.models.salm_t5.SalmT5", t5),
             "bestow_gpt": ("nemo_emmett.models.bestow_gpt.BestowGpt", bestow),
             "salm_t5_mgcm": ("nemo_emmett.models.salm_t5.SalmT5",
-                             {**t5, "mgcm": {"enabled": True, "primary_task": "st"}})}
+                             {**t5, "mgcm": {"enabled": True, "primary_task": "st"}}),
+            "modular": ("nemo_emmett.mammoth.modular.ModularTranslation", modular)}
 
 
 def _wav_bytes(samples: np.ndarray) -> bytes:
@@ -62,11 +70,17 @@ def _wav_bytes(samples: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def rank_examples(step: int, rank: int) -> tuple[str, list]:
+def rank_examples(step: int, rank: int, case: str = "salm_t5") -> tuple[str, list]:
     """(modality, examples) of ``rank`` at ``step``. Text targets depend on the step only, so that ranks
     holding text at the same step hold as many target tokens (their sources differ)."""
     from nemo_emmett.data.examples import make_audio_example, make_text_example
 
+    if case == "modular":
+        (src, tgt), rng = MODULAR_SCHEDULE[step][rank], np.random.default_rng(100 * step + rank)
+        return "text", [make_text_example(example_id=f"m{step}-{rank}-{i}",
+                                          source_text=" ".join(rng.choice(WORDS, int(rng.integers(1, 5)))),
+                                          target_text=" ".join(rng.choice(WORDS, int(rng.integers(1, 5)))),
+                                          source_lang=src, target_lang=tgt, dataset="d") for i in range(3)]
     modality = SCHEDULE[step][rank]
     rng = np.random.default_rng(100 * step + rank)
     if modality == "text":
@@ -99,8 +113,8 @@ def collate_examples(modality: str, exs: list, text):
     return collate(Batch(modality, 0, 10, 10, exs, [(1, 1)] * len(exs)), sampling_rate=16000, text=text)
 
 
-def rank_batch(step: int, rank: int, text):
-    return collate_examples(*rank_examples(step, rank), text)
+def rank_batch(step: int, rank: int, text, case: str = "salm_t5"):
+    return collate_examples(*rank_examples(step, rank, case), text)
 
 
 def run_case(name: str, cls_name: str, cfg: dict, out: Path) -> None:
@@ -131,7 +145,7 @@ def run_case(name: str, cls_name: str, cfg: dict, out: Path) -> None:
     model = get_class(cls_name)(cfg)
     if rank == 0:
         torch.save(model.state_dict(), out / f"{name}-init.pt")
-    batches = [rank_batch(s, rank, model.text) for s in range(len(SCHEDULE))]
+    batches = [rank_batch(s, rank, model.text, name) for s in range(len(SCHEDULE))]
     trainer.fit(model, train_dataloaders=DataLoader(batches, batch_size=None))
     torch.save({"state": model.state_dict(), "losses": losses.values,
                 "strategy": type(trainer.strategy).__name__,
