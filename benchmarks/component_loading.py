@@ -50,8 +50,10 @@ def load_one(model: str, direction: str | None, shar: str | None, batch_size: in
            "read_mib": read / 2**20, "rss_mib": after - before}
     if shar is not None:
         hyps, refs, keys = inference.translate_shar(m, shar, batch_size=batch_size, progress=False)
-        out["scores"] = {k.split("/")[0]: round(v, 2) for k, v in inference.score(hyps, refs, keys).items()
+        scores = inference.score(hyps, refs, keys)
+        out["scores"] = {k.split("/")[0]: round(v, 2) for k, v in scores.items()
                          if k.split("/")[0] in ("bleu", "chrf") and k != "bleu/avg"}
+        out["signatures"] = inference.scores_record(scores, keys)["signatures"]
         out["hypotheses"] = hyps
     return out
 

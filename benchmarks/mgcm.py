@@ -200,8 +200,6 @@ def train(models: dict[str, Any], batches: list[TranslationBatch], seed: int) ->
 
 @torch.no_grad()
 def evaluate(model, val_batches) -> dict[str, float]:
-    import sacrebleu
-
     from nemo_emmett.parts.loss import per_example_nll
 
     model.eval()
@@ -218,7 +216,10 @@ def evaluate(model, val_batches) -> dict[str, float]:
         out = model.translate_batch(batch)
         hyps += [out[i] for i in sel]
         refs += [batch.target_texts[i] for i in sel]
-    return {"val_loss": nll / max(tokens, 1.0), "bleu": sacrebleu.corpus_bleu(hyps, [refs]).score,
+    from nemo_emmett.parts.metrics import bleu_metric, bleu_signature
+
+    return {"val_loss": nll / max(tokens, 1.0), "bleu": bleu_metric().corpus_score(hyps, [refs]).score,
+            "bleu_signature": bleu_signature(),
             "num_examples": len(hyps)}
 
 

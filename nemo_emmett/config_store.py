@@ -45,6 +45,8 @@ FAMILIES: dict[str, tuple[str, type[ModelConfig]]] = {
 TRAINER: dict[str, Any] = {
     "accelerator": "auto",
     "devices": 1,
+    "num_nodes": 1,  # SLURM: equal to --nodes (and devices to --ntasks-per-node); Lightning checks both
+    "strategy": "auto",  # ddp: training.py turns on DDP's unused-parameter detection (ddp_strategy)
     "max_steps": 1200,
     "max_time": "00:00:13:00",  # a safety net for slower machines (dd:hh:mm:ss): stops, validates, saves
     "val_check_interval": 400,  # steps: the training stream is infinite

@@ -23,7 +23,7 @@ import nemo_emmett.data.examples as ex_
 from nemo_emmett.data.dataset import collate
 from nemo_emmett.data.examples import Example, make_audio_example, make_text_example
 from nemo_emmett.data.sampler import Batch
-from nemo_emmett.parts.metrics import ScoreAccumulator
+from nemo_emmett.parts.metrics import ScoreAccumulator, score_signatures, scored_target_langs, signature_text
 
 TRANSLATE_DATASET = "inference"
 
@@ -168,7 +168,8 @@ def score(hyps: Sequence[str], refs: Sequence[str], keys: Sequence[str]) -> dict
 
 
 def format_scores(scores: dict[str, float], keys: Sequence[str]) -> str:
-    """One line per direction: ``st:en-de  n=100  BLEU 23.41  chrF 51.20  [WER 12.3%]``."""
+    """One line per direction: ``st:en-de  n=100  BLEU 23.41  chrF 51.20  [WER 12.3%]``, then the
+    sacrebleu signatures of those scores (``BLEU signature nrefs:1|...|tok:13a|..., chrF signature ...``)."""
     counts = Counter(keys)
     lines = []
     for key in sorted(counts):
@@ -178,7 +179,16 @@ def format_scores(scores: dict[str, float], keys: Sequence[str]) -> str:
         if f"wer/{key}" in scores:
             line += f"  WER {100 * scores[f'wer/{key}']:.1f}%"
         lines.append(line)
+    if lines:
+        lines.append(signature_text(scored_target_langs(scores)))
     return "\n".join(lines)
+
+
+def scores_record(scores: dict[str, float], keys: Sequence[str]) -> dict[str, object]:
+    """The scores as JSON-ready data: ``{"scores": {"bleu/st:en-de": ...}, "counts": {"st:en-de": n},
+    "signatures": {"bleu": ..., "chrf": ...}}`` (sacrebleu's, :func:`~nemo_emmett.parts.metrics.score_signatures`)."""
+    return {"scores": dict(sorted(scores.items())), "counts": dict(sorted(Counter(keys).items())),
+            "signatures": score_signatures(scored_target_langs(scores))}
 
 
 # ---- helpers -----------------------------------------------------------------------------------

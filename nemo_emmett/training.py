@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -38,6 +39,49 @@ def hydra_job_num() -> int | None:
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
     return int(HydraConfig.get().job.num)
+
+
+DDP_WITH_UNUSED = {"ddp": "ddp_find_unused_parameters_true", "ddp_spawn": "ddp_spawn_find_unused_parameters_true",
+                   "ddp_fork": "ddp_fork_find_unused_parameters_true",
+                   "ddp_notebook": "ddp_notebook_find_unused_parameters_true"}
+
+
+def ddp_strategy(strategy: Any) -> Any:
+    """``trainer.strategy`` as the Trainer should get it: plain DDP (``ddp``, ``ddp_spawn``, ...) with
+    the detection of unused parameters on (Lightning's ``ddp_find_unused_parameters_true`` and its
+    kin); anything else unchanged.
+
+    Why: every model family here runs only part of its modules on some batches. A text batch never
+    runs the speech perception (nor BESTOW-GPT's speech cross-attention), an audio batch without
+    transcripts skips the CTC head, and a modular model runs only its task's components. Under
+    DDP's default (``find_unused_parameters=False``) the reducer then waits for gradients that never
+    come, and the next step fails ("Expected to have finished reduction in the prior iteration") or
+    hangs. With detection on, DDP walks the autograd graph from the loss once per step and marks
+    what it did not reach as ready; a parameter that no rank used keeps ``grad=None``, so AdamW
+    leaves it and its moments alone, exactly as in one process on the same batches. This is what
+    NeMo documents for its collections (``DDPStrategy(find_unused_parameters=True)``).
+
+    Not chosen: adding ``0 * sum(unused parameters)`` to the loss, so that every parameter gets a
+    gradient and DDP's default (even ``static_graph``) works. Those zero gradients are not "no
+    gradient": AdamW would still move the speech encoder on steps where no rank saw audio (its
+    momentum and weight decay), so training would differ from a single-process run, and every model
+    would have to know which modules a batch skipped. ``static_graph=True`` is no option either: the
+    graph differs between text and audio batches. The cost of detection is one traversal of the
+    autograd graph per step; a run that knows all its batches use every parameter can say so with
+    ``trainer.strategy=ddp_find_unused_parameters_false`` (left as given, as is a strategy object).
+    Manually optimised steps (MGCM) never use DDP's reducer: they synchronise themselves
+    (``parts/gradient_sync.py``), with the same rule for parameters no rank used."""
+    if isinstance(strategy, str) and strategy in DDP_WITH_UNUSED:
+        return DDP_WITH_UNUSED[strategy]
+    return strategy
+
+
+def trainer_kwargs(trainer_cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """The Trainer's keyword arguments from ``cfg.trainer``, its strategy through :func:`ddp_strategy`."""
+    kwargs = OmegaConf.to_container(trainer_cfg, resolve=True) if isinstance(trainer_cfg, DictConfig) else dict(trainer_cfg)
+    if "strategy" in kwargs:
+        kwargs["strategy"] = ddp_strategy(kwargs["strategy"])
+    return kwargs
 
 
 def threads_config(cfg: DictConfig) -> ThreadsConfig:
@@ -87,7 +131,7 @@ def train(cfg: DictConfig) -> pl.LightningModule:
     apply_threads(threads_config(cfg))
     pl.seed_everything(cfg.seed, workers=False)  # model init; the data stream has its own data.seed
     prepare_trainer_config(cfg)  # MGCM steps the optimizer itself: trainer.gradient_clip_val moves to model.mgcm
-    trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), callbacks=build_callbacks(cfg))
+    trainer = pl.Trainer(**trainer_kwargs(cfg.trainer), callbacks=build_callbacks(cfg))
     with open_dict(cfg):
         cfg.exp_manager.version = sweep_version(cfg.exp_manager.get("version"), hydra_job_num())
     ckpt_dir = checkpoint_dir(trainer, cfg.exp_manager)

@@ -19,9 +19,17 @@ def tables(root: Path, setups: list[str]) -> str:
         cells = [f"{runs[s]['tasks'][i]['scores']['bleu']:.1f} / {runs[s]['tasks'][i]['scores']['chrf']:.1f}"
                  for s in setups]
         lines.append(f"| {d.removeprefix('mt:')} | " + " | ".join(cells) + " |")
+    signatures = sorted({json.dumps(t["signatures"], sort_keys=True) for s in setups for t in runs[s]["tasks"]
+                         if "signatures" in t})
     means = [sum(t["scores"][k] for t in runs[s]["tasks"]) / len(directions) for s in setups for k in ("bleu", "chrf")]
     lines.append("| **mean** | " + " | ".join(f"**{means[2 * i]:.2f} / {means[2 * i + 1]:.1f}**"
                                              for i in range(len(setups))) + " |")
+    for sig in signatures or [None]:  # the scores' sacrebleu signatures, under the table they belong to
+        if sig is None:
+            lines.append("\nsacrebleu signatures: not recorded (JSON written before they were)")
+        else:
+            sig = json.loads(sig)
+            lines.append(f"\nBLEU signature `{sig['bleu']}`, chrF signature `{sig['chrf']}`")
     lines += ["", "| setup | components | parameters (whole model) | parameters per task | per task / whole | "
               "MiB read for one task (whole) | RSS growth for one task, mean (whole) |", "|---|---|---|---|---|---|---|"]
     for s in setups:

@@ -13,7 +13,8 @@ tokenizer and backbone paths must still exist). A modular (MAMMOTH) export is lo
 components of the direction(s) asked for (all of them for ``--manifest``). Hypotheses go to ``--output`` or stdout, one per
 line in input order; a direction the model does not know (a target language it never saw) is an error
 before decoding (``inference.check_direction``); scores (sacrebleu BLEU and chrF per direction, WER for asr) go to stdout
-after writing ``--output``, else to stderr. Errors: one line on stderr, exit status 2.
+after writing ``--output``, else to stderr, followed by their sacrebleu signatures; ``--scores-json``
+also writes them (and the signatures) as JSON. Errors: one line on stderr, exit status 2.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=["st", "asr"], default="st", help="for audio input (default: st)")
     p.add_argument("--output", help="hypotheses file (default: stdout)")
     p.add_argument("--reference", help="reference file, one line per input, to score against")
+    p.add_argument("--scores-json", help="also write the scores, with their sacrebleu signatures, to this JSON file")
     p.add_argument("--beam-size", type=_positive, default=None, help="default: the model's decoding.beam_size")
     p.add_argument("--max-new-tokens", type=_positive, default=None, help="default: the model's decoding setting")
     p.add_argument("--batch-size", type=_positive, default=16)
@@ -74,6 +76,8 @@ def _check_args(args: argparse.Namespace) -> None:
     needs_target = args.text or args.text_file or (args.audio and args.task == "st")
     if needs_target and args.target_lang is None:
         raise ValueError("give --target-lang")
+    if args.scores_json is not None and (args.text or args.text_file or args.audio) and args.reference is None:
+        raise ValueError("--scores-json needs references to score against: give --reference")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,8 +130,16 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
         sys.stdout.flush()
     if refs is not None:
-        report = inference.format_scores(inference.score(hyps, refs, keys), keys)
+        scores = inference.score(hyps, refs, keys)
+        report = inference.format_scores(scores, keys)
         print(report, file=sys.stdout if args.output is not None else sys.stderr)
+        if args.scores_json is not None:
+            import json
+
+            Path(args.scores_json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.scores_json).write_text(json.dumps(inference.scores_record(scores, keys), indent=1) + "\n")
+    elif args.scores_json is not None:
+        raise ValueError("--scores-json needs references: give --reference, or --shar / --manifest with targets")
     return 0
 
 

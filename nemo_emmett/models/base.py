@@ -214,8 +214,11 @@ class TranslationModel(pl.LightningModule, ABC):
         self.scores.reset()
         for k, v in scores.items():
             self.log(k, v, prog_bar=k == "bleu/avg")  # gathered: the same on every rank
-        if scores and self.trainer.is_global_zero:
-            log.info("validation: %s", ", ".join(f"{k}={v:.2f}" for k, v in sorted(scores.items())))
+        if scores and self.trainer.is_global_zero:  # the scores with the sacrebleu signatures that made them
+            from nemo_emmett.parts.metrics import scored_target_langs, signature_text
+
+            log.info("validation: %s (%s)", ", ".join(f"{k}={v:.2f}" for k, v in sorted(scores.items())),
+                     signature_text(scored_target_langs(scores)))
 
     @torch.no_grad()
     def translate_batch(self, batch: TranslationBatch) -> list[str]:

@@ -99,8 +99,16 @@ class DDPGradientSync(LocalGradientSync):
         return self.wrapper.no_sync() if isinstance(self.wrapper, DistributedDataParallel) else nullcontext()
 
     def sync(self, params: Sequence[nn.Parameter]) -> None:
+        """The gradients averaged (:func:`all_reduce_gradients`), and the module's buffers (BatchNorm
+        statistics) made rank 0's, as DDP does at every forward with ``broadcast_buffers``: Lightning
+        turns that off with its reducer under manual optimization, and the replicas' statistics
+        would otherwise drift apart (and so would their validation scores)."""
         if world_size() > 1:
             all_reduce_gradients(params)
+            from torch.nn.parallel import DistributedDataParallel
+
+            if isinstance(self.wrapper, DistributedDataParallel) and self.wrapper.broadcast_buffers:
+                broadcast_buffers(self.wrapper.module)
 
 
 def gradient_sync_for(strategy: object) -> GradientSync:
@@ -122,13 +130,28 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def broadcast_buffers(module: nn.Module) -> None:
+    """Every buffer of ``module`` set to rank 0's (a collective: every rank calls it)."""
+    import torch.distributed as dist
+
+    for buf in module.buffers():
+        dist.broadcast(buf, src=0)
+
+
 def all_reduce_gradients(params: Sequence[nn.Parameter], bucket_bytes: int = 25 * 2**20) -> None:
     """Average ``.grad`` over the ranks of the default process group, one all-reduce per bucket of
-    about ``bucket_bytes`` (flattened), as DDP does once per step. A missing gradient counts as
-    zeros, so that every rank holds the same buckets and takes the same step."""
+    about ``bucket_bytes`` (flattened), as DDP does once per step. A gradient missing on some ranks
+    counts as zeros there, so that every rank holds the same buckets and takes the same step; a
+    parameter that no rank used keeps ``grad=None`` (as under DDP with ``find_unused_parameters``), so
+    that the optimizer leaves it and its state alone, as in one process (a zero gradient would not:
+    AdamW's momentum and weight decay would still move it)."""
     import torch.distributed as dist
 
     world = dist.get_world_size()
+    if not params:
+        return
+    used = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)  # (P,)
+    dist.all_reduce(used)  # how many ranks used each parameter
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
@@ -146,3 +169,6 @@ def all_reduce_gradients(params: Sequence[nn.Parameter], bucket_bytes: int = 25 
             flat.div_(world)
             for g, chunk in zip(grads, flat.split([g.numel() for g in grads])):
                 g.copy_(chunk.view_as(g))
+    for p, n in zip(params, used.tolist()):
+        if n == 0:
+            p.grad = None

@@ -6,18 +6,80 @@ under ``torch.distributed`` :meth:`ScoreAccumulator.compute` gathers every rank'
 ``all_gather_object`` first, and every rank returns the same numbers (log them without
 ``sync_dist``). With NCCL, ``all_gather_object`` needs ``torch.cuda.set_device`` done, as
 Lightning does. Duplicates that a padding DistributedSampler adds are not removed.
+
+Every score that is printed or written carries sacrebleu's own signature of the metric that made it
+(:func:`score_signatures`, :func:`signature_text`: ``nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0``),
+so that numbers from different runs, tokenizers or sacrebleu versions are never compared blindly.
 """
 
 from __future__ import annotations
 
+import functools
 import statistics
 from collections import defaultdict
+from collections.abc import Iterable
 
-import sacrebleu
 import torch.distributed as dist
+from sacrebleu.metrics import BLEU, CHRF
 
 # Scripts without spaces between words; everything else uses sacrebleu's default "13a".
 _BLEU_TOKENIZE = {"zh": "zh", "ja": "char", "th": "char"}
+
+
+def bleu_tokenize(target_lang: str) -> str:
+    """sacrebleu's tokenizer for BLEU into ``target_lang``."""
+    return _BLEU_TOKENIZE.get(target_lang, "13a")
+
+
+def bleu_metric(tokenize: str = "13a") -> BLEU:
+    """The BLEU every score here comes from (sacrebleu's defaults otherwise: exp smoothing, cased)."""
+    return BLEU(tokenize=tokenize)
+
+
+def chrf_metric() -> CHRF:
+    """The chrF every score here comes from (chrF2: character 6-grams, no word n-grams)."""
+    return CHRF()
+
+
+@functools.cache
+def bleu_signature(tokenize: str = "13a") -> str:
+    """sacrebleu's signature of :func:`bleu_metric` with one reference per hypothesis, e.g.
+    ``nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0``."""
+    metric = bleu_metric(tokenize)
+    metric.corpus_score(["a"], [["a"]])  # sacrebleu knows nrefs only after scoring
+    return str(metric.get_signature())
+
+
+@functools.cache
+def chrf_signature() -> str:
+    """sacrebleu's signature of :func:`chrf_metric` with one reference per hypothesis."""
+    metric = chrf_metric()
+    metric.corpus_score(["a"], [["a"]])
+    return str(metric.get_signature())
+
+
+def score_signatures(target_langs: Iterable[str]) -> dict[str, str]:
+    """``{"bleu": ..., "chrf": ...}``: the signatures of scores into ``target_langs``. BLEU's tokenizer
+    depends on the target language; when directions use several, BLEU's entry lists each signature
+    with its languages: ``nrefs:1|...|tok:13a|... (de, fr); nrefs:1|...|tok:zh|... (zh)``."""
+    by_tok: dict[str, list[str]] = defaultdict(list)
+    for lang in sorted(set(target_langs)) or ["und"]:
+        by_tok[bleu_tokenize(lang)].append(lang)
+    bleu = (bleu_signature(next(iter(by_tok))) if len(by_tok) == 1 else
+            "; ".join(f"{bleu_signature(tok)} ({', '.join(langs)})" for tok, langs in sorted(by_tok.items())))
+    return {"bleu": bleu, "chrf": chrf_signature()}
+
+
+def signature_text(target_langs: Iterable[str]) -> str:
+    """``BLEU signature <sig>, chrF signature <sig>``: what a line of printed scores ends with."""
+    sigs = score_signatures(target_langs)
+    return f"BLEU signature {sigs['bleu']}, chrF signature {sigs['chrf']}"
+
+
+def scored_target_langs(scores: dict[str, float]) -> list[str]:
+    """The target languages of the directions in a :meth:`ScoreAccumulator.compute` result."""
+    keys = [k.partition("/")[2] for k in scores if k.startswith("bleu/") and k != "bleu/avg"]
+    return sorted({k.rpartition("-")[2] for k in keys})
 
 
 def word_edit_distance(hyp: list[str], ref: list[str]) -> int:
@@ -47,8 +109,8 @@ def corpus_scores(hyps: list[str], refs: list[str], *, tokenize: str = "13a") ->
     if not hyps:
         return {}
     return {
-        "bleu": sacrebleu.corpus_bleu(hyps, [refs], tokenize=tokenize).score,
-        "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score,
+        "bleu": bleu_metric(tokenize).corpus_score(hyps, [refs]).score,
+        "chrf": chrf_metric().corpus_score(hyps, [refs]).score,
         "wer": corpus_wer(hyps, refs),
     }
 
@@ -124,7 +186,7 @@ class ScoreAccumulator:
             hyps, refs = [h for h, _ in pairs], [r for _, r in pairs]
             task, _, direction = key.partition(":")
             tgt = direction.rpartition("-")[2]
-            scores = corpus_scores(hyps, refs, tokenize=_BLEU_TOKENIZE.get(tgt, "13a"))
+            scores = corpus_scores(hyps, refs, tokenize=bleu_tokenize(tgt))
             if not scores:
                 continue
             out[f"bleu/{key}"], out[f"chrf/{key}"] = scores["bleu"], scores["chrf"]

@@ -14,6 +14,7 @@ import torch
 from nemo_emmett.data.prepare.tokenizer import train_sentencepiece
 from nemo_emmett.export import export_model
 from nemo_emmett.mammoth.modular import ModularTranslation
+from nemo_emmett.parts.metrics import score_signatures
 from tests.conftest import LINES, write_text_source
 from tests.mammoth.test_modular import modular_cfg
 
@@ -46,3 +47,11 @@ def test_one_task_loads_a_fraction_of_the_model_and_is_scored(spm, tmp_path, one
                                           "decoder.1.en"])
     assert de_en["parameters"] < whole["parameters"] and de_en["read_mib"] < whole["read_mib"]
     assert set(de_en["scores"]) == {"bleu", "chrf"}
+    assert de_en["signatures"] == score_signatures(["en"])  # the scores carry sacrebleu's signatures
+    # the recipe's table prints them under the scores
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "specific.json").write_text(proc.stdout)
+    sys.path.insert(0, str(REPO / "recipes"))
+    from mammoth_table import tables
+
+    assert f"BLEU signature `{score_signatures(['en'])['bleu']}`" in tables(tmp_path / "tables", ["specific"])

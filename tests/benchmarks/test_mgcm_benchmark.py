@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from nemo_emmett.parts.metrics import bleu_signature
+
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["model.backbone.config.d_model=32", "model.backbone.config.d_ff=64", "model.backbone.config.d_kv=8",
         "model.backbone.config.num_layers=1", "model.backbone.config.num_decoder_layers=1",
@@ -42,6 +44,7 @@ def test_every_method_trains_and_is_evaluated(quick_results):
     for name, r in res.items():
         assert r["step_s_median"] > 0 and r["num_mixed_steps"] >= 1, name
         assert r["val_loss"] > 0 and 0.0 <= r["bleu"] <= 100.0 and r["num_examples"] > 0, name
+        assert r["bleu_signature"] == bleu_signature(), name  # the score carries sacrebleu's signature
 
 
 def test_mgcm_adds_a_small_fraction_of_pcgrads_gradient_memory(quick_results):

@@ -15,10 +15,12 @@ from nemo_emmett import inference
 from nemo_emmett.data.prepare.tokenizer import train_sentencepiece
 from nemo_emmett.data.shar import read_shar_dir
 from nemo_emmett.export import export_model
+from nemo_emmett.parts.metrics import score_signatures, signature_text
 from tests.conftest import LINES, write_audio_source, write_text_source
 from tests.test_export import tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
+SIGNATURE_LINE = signature_text(["de"])
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -112,13 +114,14 @@ def test_cli_translates_text_and_scores(tiny, tmp_path):
     expected = inference.translate_texts(tiny.model, lines, "en", "de", progress=False)
     assert proc.stdout.split("\n") == [*expected, ""]
     assert "mt:en-de  n=2  BLEU " in proc.stderr and "chrF" in proc.stderr
+    assert SIGNATURE_LINE in proc.stderr  # the scores carry sacrebleu's signatures
 
 
 def test_cli_translates_audio_to_a_file(tiny, tmp_path):
     (tmp_path / "ref.de").write_text("zwei\ndrei\n")
     proc = run_cli(["--model", str(tiny.path), *(a for w in tiny.wavs for a in ("--audio", str(w))),
                     "--source-lang", "en", "--target-lang", "de", "--output", "out/hyps.de",
-                    "--reference", "ref.de", "--beam-size", "2"], tmp_path)
+                    "--reference", "ref.de", "--beam-size", "2", "--scores-json", "out/scores.json"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     tiny.model.cfg.decoding.beam_size = 2
     try:
@@ -127,6 +130,11 @@ def test_cli_translates_audio_to_a_file(tiny, tmp_path):
         tiny.model.cfg.decoding.beam_size = 1
     assert (tmp_path / "out/hyps.de").read_text().split("\n") == [*expected, ""]
     assert proc.stdout.startswith("st:en-de  n=2  BLEU ")
+    assert proc.stdout.splitlines()[-1] == SIGNATURE_LINE
+    record = json.loads((tmp_path / "out/scores.json").read_text())
+    assert record["counts"] == {"st:en-de": 2} and set(record["scores"]) >= {"bleu/st:en-de", "chrf/st:en-de"}
+    assert record["signatures"] == score_signatures(["de"])
+    assert record["signatures"]["bleu"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:")
 
 
 def test_cli_errors_are_one_line_with_exit_status_2(tmp_path):
@@ -135,3 +143,16 @@ def test_cli_errors_are_one_line_with_exit_status_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"emmett-translate: error: --model '{tmp_path / 'missing.emmett'}' "
                                                 "does not exist"]
+
+
+def test_printed_and_recorded_scores_carry_their_signatures():
+    keys = ["st:en-de", "st:en-de", "mt:en-zh"]
+    scores = inference.score(["zwei", "drei", "猫坐在垫子上"], ["zwei", "vier", "猫坐在垫子上"], keys)
+    report = inference.format_scores(scores, keys).splitlines()
+    assert report[0].startswith("mt:en-zh  n=1  BLEU ") and report[1].startswith("st:en-de  n=2  BLEU ")
+    assert report[-1] == signature_text(["de", "zh"]) and "tok:zh" in report[-1] and "tok:13a" in report[-1]
+    record = inference.scores_record(scores, keys)
+    assert record["counts"] == {"mt:en-zh": 1, "st:en-de": 2}
+    assert record["signatures"] == score_signatures(["de", "zh"]) and record["scores"] == dict(sorted(scores.items()))
+    json.dumps(record)  # JSON-ready
+    assert inference.format_scores({}, []) == ""  # nothing scored: no signature line either

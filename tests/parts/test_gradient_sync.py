@@ -66,18 +66,19 @@ def _reduce_worker(rank, world, port, out_dir):
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         params = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2, 2)),
-                  torch.nn.Parameter(torch.zeros(5))]
+                  torch.nn.Parameter(torch.zeros(5)), torch.nn.Parameter(torch.zeros(2))]
         params[0].grad = torch.full((3,), float(rank + 1))
         if rank == 0:  # only rank 0 used the second parameter (a text-only path, say)
             params[1].grad = torch.ones(2, 2)
         params[2].grad = torch.arange(5.0) * (rank + 1)
         all_reduce_gradients(params, bucket_bytes=16)  # several buckets
-        (out_dir / f"{rank}.json").write_text(json.dumps([p.grad.tolist() for p in params]))
+        # the fourth parameter: no rank used it (a text step everywhere: the speech encoder)
+        (out_dir / f"{rank}.json").write_text(json.dumps([None if p.grad is None else p.grad.tolist() for p in params]))
     finally:
         dist.destroy_process_group()
 
 
-def test_all_reduce_averages_with_missing_gradients_as_zeros(tmp_path):
+def test_all_reduce_averages_with_missing_gradients_as_zeros_and_keeps_unused_ones_none(tmp_path):
     import json
     import socket
 
@@ -87,5 +88,5 @@ def test_all_reduce_averages_with_missing_gradients_as_zeros(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     mp.spawn(_reduce_worker, args=(2, port, tmp_path), nprocs=2, join=True)
-    expected = [[1.5] * 3, [[0.5, 0.5], [0.5, 0.5]], [0.0, 1.5, 3.0, 4.5, 6.0]]
+    expected = [[1.5] * 3, [[0.5, 0.5], [0.5, 0.5]], [0.0, 1.5, 3.0, 4.5, 6.0], None]
     assert [json.loads((tmp_path / f"{r}.json").read_text()) for r in (0, 1)] == [expected, expected]

@@ -97,3 +97,34 @@ def test_mean_accumulator_weights_by_batch_and_keeps_each_key():
     assert acc.compute() == {"val_loss": 2.5, "val_loss/st": 1.0}
     acc.reset()
     assert acc.compute() == {}
+
+
+def test_signatures_are_sacrebleu_s_own_for_the_scores_made_here():
+    import sacrebleu
+    from sacrebleu.metrics import BLEU, CHRF
+
+    from nemo_emmett.parts.metrics import (
+        bleu_signature,
+        chrf_signature,
+        score_signatures,
+        scored_target_langs,
+        signature_text,
+    )
+
+    for tok in ("13a", "zh"):
+        ref = BLEU(tokenize=tok)
+        assert ref.corpus_score(SENTS, [SENTS]).score == pytest.approx(corpus_scores(SENTS, SENTS, tokenize=tok)["bleu"])
+        assert bleu_signature(tok) == str(ref.get_signature())
+    ref_chrf = CHRF()
+    ref_chrf.corpus_score(SENTS, [SENTS])
+    assert chrf_signature() == str(ref_chrf.get_signature())
+    assert bleu_signature() == f"nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:{sacrebleu.__version__}"
+    assert signature_text(["de"]) == f"BLEU signature {bleu_signature()}, chrF signature {chrf_signature()}"
+    # one BLEU signature per tokenizer, each with the target languages it scored
+    mixed = score_signatures(["fr", "zh", "de"])["bleu"]
+    assert mixed == f"{bleu_signature('13a')} (de, fr); {bleu_signature('zh')} (zh)"
+    assert score_signatures(["de", "fr"])["bleu"] == bleu_signature("13a")
+    acc = ScoreAccumulator()
+    acc.update("st:en-de", SENTS, SENTS)
+    acc.update("mt:en-zh", ["猫坐在垫子上"], ["猫坐在垫子上"])
+    assert scored_target_langs(acc.compute()) == ["de", "zh"]
