@@ -66,9 +66,8 @@ def stage_overrides(name: str, out: Path, steps: int) -> list[str]:
 def evaluate(model: Any, specs: list[Any], batch_size: int = 32) -> dict[str, Any]:
     """Scores of ``model`` on every evaluation source (``bleu/<task>:<src>-<tgt>``, ``chrf/...``,
     ``wer/asr:...``) plus averages per task, and sacrebleu's signatures."""
-    from sacrebleu.metrics import BLEU, CHRF
-
     from nemo_emmett.inference import score, translate_shar
+    from nemo_emmett.parts.metrics import score_signatures
 
     model.eval()
     hyps, refs, keys = [], [], []
@@ -84,11 +83,7 @@ def evaluate(model: Any, specs: list[Any], batch_size: int = 32) -> dict[str, An
         vals = [v for k, v in scores.items() if k.startswith(f"{metric}/{task}:")]
         if vals:
             out[f"{metric}/{task}_avg"] = round(sum(vals) / len(vals), 4 if metric == "wer" else 2)
-    signatures = {}
-    for name, metric in (("bleu", BLEU()), ("chrf", CHRF())):
-        metric.corpus_score(["x"], [["x"]])  # the signature needs the number of references
-        signatures[name] = str(metric.get_signature())
-    out["signature"] = signatures
+    out["signature"] = score_signatures(k.split("-")[-1] for k in keys)
     return out
 
 
