@@ -19,7 +19,11 @@ from nemo_emmett.data.batch import TranslationBatch
 from nemo_emmett.data.examples import direction_key
 from nemo_emmett.mgcm.step import MGCMStep
 from nemo_emmett.models.config import ModelConfig, parse_model_config
-from nemo_emmett.modules.hf_backbone import load_hf_model
+from nemo_emmett.modules.hf_backbone import (
+    enable_gradient_checkpointing,
+    load_hf_model,
+    warn_low_precision_training,
+)
 from nemo_emmett.modules.perception import AudioPerception, build_perception
 from nemo_emmett.parts.freeze import freeze_by_regex, trainable_summary
 from nemo_emmett.parts.lora import apply_lora
@@ -51,6 +55,7 @@ class TranslationModel(pl.LightningModule, ABC):
             lc = self.cfg.lora
             apply_lora(self, lc.targets, r=lc.r, alpha=lc.alpha, dropout=lc.dropout)
         freeze_by_regex(self, self.cfg.freeze)
+        warn_low_precision_training(self)
         log.info("%s: %s", type(self).__name__, trainable_summary(self))
         # MGCM runs several backward passes per step: Lightning's manual optimization (mgcm/step.py)
         self.mgcm = (MGCMStep(self.cfg.mgcm, self.named_parameters(), components=self.mgcm_components())
@@ -112,10 +117,15 @@ class TranslationModel(pl.LightningModule, ABC):
     def load_hf_backbone(self, auto_cls: Any, **overrides: Any) -> torch.nn.Module:
         """A Hugging Face model (``AutoModelForSeq2SeqLM``, ``AutoModelForCausalLM``) from
         ``backbone.pretrained_path``, or random-init from ``backbone.config`` with the tokenizer's
-        vocabulary size and special ids (plus the family's ``overrides``)."""
+        vocabulary size and special ids (plus the family's ``overrides``), in ``backbone.dtype``, with
+        activation checkpointing when ``backbone.gradient_checkpointing``."""
         b, t = self.cfg.backbone, self.text
         fields = {"vocab_size": t.vocab_size, "pad_token_id": t.pad_id, "eos_token_id": t.eos_id, **overrides}
-        return load_hf_model(auto_cls, pretrained_path=b.pretrained_path, config=b.config, overrides=fields)
+        model = load_hf_model(auto_cls, pretrained_path=b.pretrained_path, config=b.config, overrides=fields,
+                              dtype=b.dtype)
+        if b.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+        return model
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.backbone.get_input_embeddings()(ids)  # (B, L) -> (B, L, D)

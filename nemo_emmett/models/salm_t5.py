@@ -44,13 +44,14 @@ class SalmT5(TranslationModel):
         targets = batch.target_ids  # (B, U)
         start = torch.full_like(targets[:, :1], self.backbone.config.decoder_start_token_id)
         decoder_in = torch.cat([start, targets[:, :-1]], dim=1)  # (B, U): shifted right
-        out = self.backbone(inputs_embeds=x, attention_mask=mask.long(), decoder_input_ids=decoder_in)
-        return out.logits, aux
+        out = self.backbone(inputs_embeds=x.to(self.backbone.dtype), attention_mask=mask.long(),
+                            decoder_input_ids=decoder_in)
+        return out.logits.float(), aux  # the loss in float32 whatever model.backbone.dtype
 
     def generate_ids(self, batch: TranslationBatch) -> list[list[int]]:
         x, mask, _ = self.encoder_inputs(batch)
         d = self.cfg.decoding
-        out = self.backbone.generate(inputs_embeds=x, attention_mask=mask.long(), num_beams=d.beam_size,
-                                     max_new_tokens=d.max_new_tokens, length_penalty=d.length_penalty,
+        out = self.backbone.generate(inputs_embeds=x.to(self.backbone.dtype), attention_mask=mask.long(),
+                                     num_beams=d.beam_size, max_new_tokens=d.max_new_tokens, length_penalty=d.length_penalty,
                                      do_sample=False, use_cache=True)  # (B, 1 + generated)
         return strip_eos(out[:, 1:].tolist(), self.text.eos_id)  # without the decoder start token
