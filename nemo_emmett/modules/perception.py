@@ -143,7 +143,9 @@ class CheckpointedForward:
 
 def checkpoint_layers(encoder: nn.Module) -> None:
     """Activation checkpointing of each layer of a NeMo speech encoder (``encoder.layers``, as
-    ConformerEncoder holds them); parameter names and the state dict are unchanged."""
+    ConformerEncoder holds them); parameter names and the state dict are unchanged. The recomputation
+    replays dropout exactly; a BatchNorm's running statistics see each batch twice (same values,
+    a faster moving average)."""
     layers = getattr(encoder, "layers", None)
     if not isinstance(layers, nn.ModuleList):
         raise ValueError(f"perception.gradient_checkpointing: {type(encoder).__name__} has no `layers` list "
