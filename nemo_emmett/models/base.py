@@ -19,7 +19,13 @@ from nemo_emmett.data.batch import TranslationBatch
 from nemo_emmett.data.examples import direction_key
 from nemo_emmett.mgcm.step import MGCMStep
 from nemo_emmett.models.config import ModelConfig, parse_model_config
-from nemo_emmett.modules.hf_backbone import check_local_folder, check_vocab_fits, load_hf_model
+from nemo_emmett.modules.hf_backbone import (
+    check_local_folder,
+    check_vocab_fits,
+    enable_gradient_checkpointing,
+    load_hf_model,
+    warn_low_precision_training,
+)
 from nemo_emmett.modules.perception import AudioPerception, build_perception
 from nemo_emmett.parts.freeze import apply_finetune, check_finetune, freeze_by_regex, trainable_summary
 from nemo_emmett.parts.lora import apply_lora, default_targets, merge_lora, upgrade_lora_keys
@@ -57,6 +63,7 @@ class TranslationModel(pl.LightningModule, ABC):
             log.warning("model.finetune='full', but %s's default model.freeze %s applies after it: set "
                         "model.freeze=[] to train everything", type(self).__name__, self.cfg.freeze)
         freeze_by_regex(self, self.cfg.freeze)
+        warn_low_precision_training(self)
         log.info("%s: %s", type(self).__name__, trainable_summary(self))
         # MGCM runs several backward passes per step: Lightning's manual optimization (mgcm/step.py)
         self.mgcm = (MGCMStep(self.cfg.mgcm, self.named_parameters(), components=self.mgcm_components())
@@ -139,15 +146,19 @@ class TranslationModel(pl.LightningModule, ABC):
     def load_hf_backbone(self, auto_cls: Any, **overrides: Any) -> torch.nn.Module:
         """A Hugging Face model (``AutoModelForSeq2SeqLM``, ``AutoModelForCausalLM``) from
         ``backbone.pretrained_path``, or random-init from ``backbone.config`` with the tokenizer's
-        vocabulary size and special ids (plus the family's ``overrides``). A pretrained folder must be
+        vocabulary size and special ids (plus the family's ``overrides``), in ``backbone.dtype``, with
+        activation checkpointing when ``backbone.gradient_checkpointing``. A pretrained folder must be
         complete and its embeddings must hold every id of the tokenizer (errors name both)."""
         b, t = self.cfg.backbone, self.text
         if b.pretrained_path is not None:
             check_local_folder(b.pretrained_path)
         fields = {"vocab_size": t.vocab_size, "pad_token_id": t.pad_id, "eos_token_id": t.eos_id, **overrides}
-        model = load_hf_model(auto_cls, pretrained_path=b.pretrained_path, config=b.config, overrides=fields)
+        model = load_hf_model(auto_cls, pretrained_path=b.pretrained_path, config=b.config, overrides=fields,
+                              dtype=b.dtype)
         check_vocab_fits(model, vocab_size=t.vocab_size, tokenizer=t.spm_path or t.hf_path,
                          backbone=b.pretrained_path or f"random-init {b.config.get('model_type')}")
+        if b.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
         return model
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:

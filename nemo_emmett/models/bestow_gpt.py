@@ -9,7 +9,8 @@ Audio batches pass the embeddings of every position, prompt and answer alike, th
 cross-attention (``modules/cross_attention.py``: causal over the text, reading the speech) before the
 LLM; text batches skip it. The loss
 covers the answer tokens only (``logits`` returns scores for ``batch.target_ids``). Decoding
-runs the context once, then one token at a time with the LLM's KV cache (``parts/decoding.py``).
+runs the context once, then one token at a time with the LLM's KV cache (``parts/decoding.py``),
+until the tokenizer's EOS or any EOS id of the LLM's ``generation_config``.
 """
 
 from __future__ import annotations
@@ -102,12 +103,13 @@ class BestowGpt(TranslationModel):
         """(B, L) ids with their (B, L) mask and position ids -> (B, L, D) LLM input embeddings; with
         speech, each position has read from it (after ``past``'s positions, when decoding), and the
         cross-attention's per-layer inputs to keep for the next positions."""
-        x = self.embed(ids)  # (B, L, D)
+        x = self.embed(ids)  # (B, L, D), in the backbone's dtype (model.backbone.dtype)
         if speech is None:
             return x, None
-        return self.cross_attention(x, *speech, text_mask=mask.bool(), positions=positions,
-                                    past=None if past is None else past.cross_past,
-                                    past_mask=None if past is None else past.mask.bool())
+        x, cross_past = self.cross_attention(x.to(speech[0].dtype), *speech, text_mask=mask.bool(),
+                                             positions=positions, past=None if past is None else past.cross_past,
+                                             past_mask=None if past is None else past.mask.bool())
+        return x.to(self.backbone.dtype), cross_past  # the glue computes in the perception's dtype
 
     # ---- hooks -------------------------------------------------------------------------------
     def logits(self, batch: TranslationBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -121,7 +123,7 @@ class BestowGpt(TranslationModel):
         x, _ = self.input_embeddings(ids, mask, pos, speech)
         out = self.backbone(inputs_embeds=x, attention_mask=mask.long(), position_ids=pos, use_cache=False,
                             logits_to_keep=U)
-        return out.logits, aux  # (B, U, V): the last context position predicts the first answer token
+        return out.logits.float(), aux  # (B, U, V): the last context position predicts the first answer token
 
     def training_step(self, batch: TranslationBatch, batch_idx: int) -> torch.Tensor:
         if batch.modality == "text" and not any(p.requires_grad for p in self.backbone.parameters()):
@@ -143,8 +145,16 @@ class BestowGpt(TranslationModel):
         state = DecoderState(out.past_key_values, mask, mask.sum(dim=1), speech, cross_past)
         d = self.cfg.decoding
         return decode(self._step, DecoderState.select, out.logits[:, -1].float().log_softmax(-1), state,
-                      beam_size=d.beam_size, eos_id=self.text.eos_id, max_new_tokens=d.max_new_tokens,
+                      beam_size=d.beam_size, eos_id=self.eos_ids(), max_new_tokens=d.max_new_tokens,
                       length_penalty=d.length_penalty)
+
+    def eos_ids(self) -> list[int]:
+        """Where an answer ends: the tokenizer's EOS and the backbone's ``generation_config.eos_token_id``
+        (an int or a list: Llama 3 and Qwen2 chat models end a turn at ``<|eot_id|>`` / ``<|im_end|>``)."""
+        gen = getattr(self.backbone, "generation_config", None)
+        extra = None if gen is None else gen.eos_token_id
+        extra = [] if extra is None else [extra] if isinstance(extra, int) else list(extra)
+        return list(dict.fromkeys([self.text.eos_id, *extra]))
 
     def _step(self, tokens: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """One token per row (N,) through the cross-attention and the LLM with its cache -> (N, V) log-probs."""

@@ -64,6 +64,12 @@ class BackboneConfig:
     """Local folder written by ``save_pretrained`` (T5, mT5, Marian, NLLB ...); never downloaded."""
     config: dict[str, Any] = field(default_factory=dict)
     """Hugging Face config fields for a random-init backbone (``model_type`` selects the family)."""
+    dtype: str | None = None
+    """Weights of the backbone in float32 | bfloat16 | float16 (null: float32). Perception and the
+    glue stay float32. Half precision suits a frozen or LoRA-only backbone (no float32 master
+    weights); combine with trainer.precision=bf16-mixed for mixed-precision compute."""
+    gradient_checkpointing: bool = False
+    """Recompute the backbone's activations in the backward pass (less memory, ~30% more compute)."""
 
 
 @dataclass

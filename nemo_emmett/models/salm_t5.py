@@ -18,15 +18,10 @@ import torch
 from nemo_emmett.data.batch import TranslationBatch
 from nemo_emmett.models.base import TranslationModel
 from nemo_emmett.models.config import SalmT5Config
+from nemo_emmett.parts.decoding import strip_eos
 from nemo_emmett.parts.sequence import concat_padded, lengths_to_mask
 
 AUDIO_POSITIONS = ("before_prompt", "after_prompt")
-
-
-def strip_at_any(rows: list[list[int]], eos_ids: list[int]) -> list[list[int]]:
-    """Each id list cut before its first id of ``eos_ids`` (whole when it has none)."""
-    ends = set(eos_ids)
-    return [row[: next((i for i, t in enumerate(row) if t in ends), len(row))] for row in rows]
 
 
 class SalmT5(TranslationModel):
@@ -73,8 +68,9 @@ class SalmT5(TranslationModel):
         targets = batch.target_ids  # (B, U)
         start = torch.full_like(targets[:, :1], self.decoder_start_id)
         decoder_in = torch.cat([start, targets[:, :-1]], dim=1)  # (B, U): shifted right
-        out = self.backbone(inputs_embeds=x, attention_mask=mask.long(), decoder_input_ids=decoder_in)
-        return out.logits, aux
+        out = self.backbone(inputs_embeds=x.to(self.backbone.dtype), attention_mask=mask.long(),
+                            decoder_input_ids=decoder_in)
+        return out.logits.float(), aux  # the loss in float32 whatever model.backbone.dtype
 
     def decoder_prompt(self, batch: TranslationBatch) -> torch.Tensor:
         """(B, 1 + F) first decoder ids per row: the start id, then the forced target prefix (the
@@ -90,10 +86,10 @@ class SalmT5(TranslationModel):
         start = self.decoder_prompt(batch)  # (B, 1 + F)
         # The rest of the backbone's generation_config applies; forced_bos is None because the
         # target-language code is already in decoder_input_ids, per row.
-        out = self.backbone.generate(inputs_embeds=x, attention_mask=mask.long(), decoder_input_ids=start,
+        out = self.backbone.generate(inputs_embeds=x.to(self.backbone.dtype), attention_mask=mask.long(), decoder_input_ids=start,
                                      decoder_start_token_id=self.decoder_start_id, eos_token_id=self.eos_ids,
                                      forced_bos_token_id=None, pad_token_id=self.text.pad_id,
                                      num_beams=d.beam_size, max_new_tokens=d.max_new_tokens,
                                      length_penalty=d.length_penalty, do_sample=False,
                                      use_cache=True)  # (B, 1 + F + generated)
-        return strip_at_any(out[:, start.shape[1]:].tolist(), self.eos_ids)  # without start and prefix
+        return strip_eos(out[:, start.shape[1]:].tolist(), self.eos_ids)  # without start and prefix

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 
@@ -42,6 +43,9 @@ class PerceptionConfig:
     ctc_weight: float = 0.3
     """Weight of an auxiliary CTC loss of the speech encoder on the source transcript (0: off).
     Trained from scratch, the encoder otherwise collapses to a constant the decoder ignores."""
+    gradient_checkpointing: bool = False
+    """Recompute each speech encoder layer's activations in the backward pass (less memory, more
+    compute); NeMo's ConformerEncoder has no switch of its own, see :func:`checkpoint_layers`."""
 
 
 class ModalityAdapter(nn.Module):
@@ -122,6 +126,34 @@ def default_module_configs(cfg: PerceptionConfig) -> dict[str, dict[str, Any]]:
     }
 
 
+class CheckpointedForward:
+    """A layer's ``forward`` that, in training with gradients on, runs under non-reentrant
+    ``torch.utils.checkpoint``: its activations are dropped and recomputed in the backward pass.
+    An object rather than a closure so that the model still pickles (dataloader/DDP spawn)."""
+
+    def __init__(self, layer: nn.Module):
+        self.layer = layer
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        forward = type(self.layer).forward.__get__(self.layer)
+        if self.layer.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+        return forward(*args, **kwargs)
+
+
+def checkpoint_layers(encoder: nn.Module) -> None:
+    """Activation checkpointing of each layer of a NeMo speech encoder (``encoder.layers``, as
+    ConformerEncoder holds them); parameter names and the state dict are unchanged. The recomputation
+    replays dropout exactly; a BatchNorm's running statistics see each batch twice (same values,
+    a faster moving average)."""
+    layers = getattr(encoder, "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ValueError(f"perception.gradient_checkpointing: {type(encoder).__name__} has no `layers` list "
+                         "of encoder layers to checkpoint (set it to false)")
+    for layer in layers:
+        layer.forward = CheckpointedForward(layer)
+
+
 def restore_asr(path: Path) -> Any:
     """NeMo's ``ASRModel.restore_from`` of a local file; a file that is not a ``.nemo`` archive (a tar,
     often gzipped, holding ``model_config.yaml`` and ``model_weights.ckpt``) is an error naming it,
@@ -154,6 +186,8 @@ def build_perception(cfg: PerceptionConfig, output_dim: int, vocab_size: int) ->
         defaults = default_module_configs(cfg)
         preprocessor = Serialization.from_config_dict(cfg.preprocessor or defaults["preprocessor"])
         encoder = Serialization.from_config_dict(cfg.encoder or defaults["encoder"])
+    if cfg.gradient_checkpointing:
+        checkpoint_layers(encoder)
     adapter = ModalityAdapter(d_in=encoder._feat_out, d_out=output_dim, num_layers=cfg.adapter_layers,
                               n_heads=cfg.n_heads, dropout=cfg.dropout)
     ctc_head = nn.Linear(encoder._feat_out, vocab_size + 1) if cfg.ctc_weight > 0 else None

@@ -8,50 +8,64 @@ A family runs its context (prompt, source, speech) once and hands the search
 * ``reorder(state, index (N',)) -> state``: keep rows ``index`` (repeats allowed) of every tensor
   in the state, used to expand each example to its beams and to follow beams when they swap.
 
-Search ends at ``eos_id`` or after ``max_new_tokens``; results are token ids without EOS.
+Search ends at an EOS id or after ``max_new_tokens``; results are token ids without EOS. ``eos_id``
+is one id or several (a ``generation_config`` with ``eos_token_id: [128001, 128009]``, as Llama 3 and
+Qwen2 chat models ship): a hypothesis ends at the first of any of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 Step = Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]
 Reorder = Callable[[Any, torch.Tensor], Any]
+EosIds = int | Sequence[int]
 
 
-def strip_eos(rows: list[list[int]], eos_id: int) -> list[list[int]]:
-    """Each id list cut before its first EOS (whole when there is none)."""
-    return [row[: row.index(eos_id)] if eos_id in row else row for row in rows]
+def eos_list(eos_id: EosIds) -> list[int]:
+    """``eos_id`` as a non-empty list of distinct ids, in the order given (the first one pads finished rows)."""
+    ids = [int(eos_id)] if isinstance(eos_id, int) else list(dict.fromkeys(int(i) for i in eos_id))
+    if not ids:
+        raise ValueError("eos_id: give at least one EOS id")
+    return ids
 
 
-def greedy_search(step: Step, log_probs: torch.Tensor, state: Any, *, eos_id: int,
+def strip_eos(rows: list[list[int]], eos_id: EosIds) -> list[list[int]]:
+    """Each id list cut before its first EOS, any of ``eos_id`` (whole when there is none)."""
+    stops = set(eos_list(eos_id))
+    return [row[: next((i for i, t in enumerate(row) if t in stops), len(row))] for row in rows]
+
+
+def greedy_search(step: Step, log_probs: torch.Tensor, state: Any, *, eos_id: EosIds,
                   max_new_tokens: int) -> list[list[int]]:
-    """The most likely token at every step; rows that emitted EOS keep emitting it."""
+    """The most likely token at every step; rows that emitted an EOS keep emitting the first EOS id."""
     B = log_probs.shape[0]
+    eos = eos_list(eos_id)
+    stops = torch.tensor(eos, device=log_probs.device)  # (E,)
     done = torch.zeros(B, dtype=torch.bool, device=log_probs.device)
     out = []
     for t in range(max_new_tokens):
-        tok = log_probs.argmax(dim=-1).masked_fill(done, eos_id)  # (B,)
+        tok = log_probs.argmax(dim=-1).masked_fill(done, eos[0])  # (B,)
         out.append(tok)
-        done = done | (tok == eos_id)
+        done = done | torch.isin(tok, stops)
         if bool(done.all()) or t == max_new_tokens - 1:
             break
         log_probs, state = step(tok, state)
     if not out:
         return [[] for _ in range(B)]
-    return strip_eos(torch.stack(out, dim=1).tolist(), eos_id)  # (B, T)
+    return strip_eos(torch.stack(out, dim=1).tolist(), eos)  # (B, T)
 
 
 def beam_search(step: Step, reorder: Reorder, log_probs: torch.Tensor, state: Any, *, beam_size: int,
-                eos_id: int, max_new_tokens: int, length_penalty: float = 1.0) -> list[list[int]]:
+                eos_id: EosIds, max_new_tokens: int, length_penalty: float = 1.0) -> list[list[int]]:
     """Beam search with ``beam_size`` beams per example; the best finished beam by
     ``sum log p / length ** length_penalty`` (length counts EOS) wins.
 
-    A beam that emitted EOS stays in the beam with its score frozen (it can only continue with EOS
-    at no cost), so finished and open hypotheses compete for the same slots by raw score, as in
+    A beam that emitted an EOS (any of ``eos_id``) stays in the beam with its score frozen (it can only
+    continue with the first EOS id at no cost: one continuation, so it never fills two slots), so finished and open hypotheses compete for the same slots by raw score, as in
     fairseq's and Hugging Face's beam search with one candidate list. ``beam_size=1`` is greedy."""
     if beam_size < 1:
         raise ValueError(f"beam_size must be >= 1, got {beam_size}")
@@ -67,8 +81,10 @@ def beam_search(step: Step, reorder: Reorder, log_probs: torch.Tensor, state: An
     finished = torch.zeros(B, K, dtype=torch.bool, device=dev)
     lengths = torch.zeros(B, K, device=dev)
     tokens = torch.zeros(B, K, 0, dtype=torch.long, device=dev)
+    eos = eos_list(eos_id)
+    stops = torch.tensor(eos, device=dev)  # (E,)
     eos_only = torch.full((V,), float("-inf"), device=dev)
-    eos_only[eos_id] = 0.0
+    eos_only[eos[0]] = 0.0
     for t in range(max_new_tokens):
         lp = log_probs.float().view(B, K, V)
         lp = torch.where(finished[..., None], eos_only, lp)  # (B, K, V)
@@ -78,7 +94,7 @@ def beam_search(step: Step, reorder: Reorder, log_probs: torch.Tensor, state: An
         tokens = torch.cat([tokens.gather(1, src[..., None].expand(B, K, t)), tok[..., None]], dim=2)
         was_finished = finished.gather(1, src)
         lengths = lengths.gather(1, src) + (~was_finished).float()
-        finished = was_finished | (tok == eos_id)
+        finished = was_finished | torch.isin(tok, stops)
         if bool(finished.all()) or t == max_new_tokens - 1:
             break
         rows = (torch.arange(B, device=dev)[:, None] * K + src).view(-1)  # (B*K,) rows of the state to keep
@@ -88,10 +104,10 @@ def beam_search(step: Step, reorder: Reorder, log_probs: torch.Tensor, state: An
     normalised = scores / lengths.clamp(min=1.0) ** length_penalty  # (B, K)
     best = normalised.argmax(dim=1)  # (B,)
     chosen = tokens[torch.arange(B, device=dev), best]  # (B, T)
-    return strip_eos(chosen.tolist(), eos_id)
+    return strip_eos(chosen.tolist(), eos)
 
 
-def decode(step: Step, reorder: Reorder, log_probs: torch.Tensor, state: Any, *, beam_size: int, eos_id: int,
+def decode(step: Step, reorder: Reorder, log_probs: torch.Tensor, state: Any, *, beam_size: int, eos_id: EosIds,
            max_new_tokens: int, length_penalty: float = 1.0) -> list[list[int]]:
     """Greedy for ``beam_size == 1``, else beam search."""
     if beam_size == 1:

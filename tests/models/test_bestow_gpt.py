@@ -1,7 +1,9 @@
-"""BESTOW-GPT on tiny random causal LMs (GPT-2, Llama): loss per modality, freezing, the speech
-cross-attention, KV-cache decoding against no-cache references, local backbones, export."""
+"""BESTOW-GPT on tiny random causal LMs (GPT-2, Llama, Qwen2): loss per modality, freezing, the speech
+cross-attention, KV-cache decoding against no-cache references, generation_config EOS ids, local
+backbones with their own tokenizers (built offline), export."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TINY_GPT2 = {"model_type": "gpt2", "n_embd": 32, "n_layer": 1, "n_head": 4, "n_inner": 64, "n_positions": 64}
 TINY_LLAMA = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
               "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64}
+TINY_QWEN2 = {**TINY_LLAMA, "model_type": "qwen2"}
 
 
 @pytest.fixture(autouse=True)
@@ -160,40 +163,125 @@ def test_kv_cache_decoding_matches_a_no_cache_reference(cfg, backbone):
                                        length_penalty=model.cfg.decoding.length_penalty)
 
 
-def hf_tokenizer(folder):
-    """A tiny byte-level BPE tokenizer with EOS and no pad token (as GPT-2 and Llama ship)."""
+def byte_level_bpe(folder):
+    """vocab and merges of a tiny byte-level BPE (GPT-2's and Qwen2's kind) trained on ``LINES``."""
+    import json
+
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(LINES, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+    tok.train_from_iterator(LINES, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_end|>"],
                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
-    fast.save_pretrained(folder)
-    return fast
+    vocab_file, merges_file = (Path(f) for f in tok.model.save(str(folder)))
+    merges = [tuple(line.split()) for line in merges_file.read_text().splitlines() if not line.startswith("#")]
+    return json.loads(vocab_file.read_text()), merges
 
 
-def test_backbone_and_tokenizer_from_a_local_folder(cfg, tmp_path):
+def family_tokenizer(family, folder):
+    """The family's own tokenizer class, built offline: GPT-2 (EOS = BOS, no pad), Qwen2 (EOS
+    <|im_end|>, pad <|endoftext|>, no BOS), Llama (from a SentencePiece BPE model: <s>, </s>, no pad)."""
+    from transformers import GPT2Tokenizer, LlamaTokenizer, Qwen2Tokenizer
+
+    if family == "llama":
+        import sentencepiece as spm
+
+        spm.SentencePieceTrainer.train(sentence_iterator=iter(LINES * 3), model_prefix=str(folder / "tokenizer"),
+                                       vocab_size=80, model_type="bpe", user_defined_symbols=["<de>", "<en>"],
+                                       unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
+        return LlamaTokenizer.from_pretrained(folder)  # converted from folder/tokenizer.model
+    vocab, merges = byte_level_bpe(folder)
+    if family == "gpt2":
+        return GPT2Tokenizer(vocab=vocab, merges=merges)
+    return Qwen2Tokenizer(vocab=vocab, merges=merges, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+
+
+FAMILIES = {"gpt2": TINY_GPT2, "llama": TINY_LLAMA, "qwen2": TINY_QWEN2}
+
+
+@pytest.fixture(scope="module")
+def family_folders(tmp_path_factory) -> dict[str, str]:
+    """{family: a local folder with a tiny random-init LLM and its tokenizer}, as save_pretrained writes.
+    Qwen2's generation_config ends at <|im_end|> or <|endoftext|>, as Qwen2 chat models ship."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    folder = tmp_path / "gpt2"
-    tok = hf_tokenizer(folder)
-    hf_cfg = AutoConfig.for_model(**TINY_GPT2, vocab_size=len(tok), eos_token_id=tok.eos_token_id,
-                                  bos_token_id=tok.bos_token_id)
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(hf_cfg).save_pretrained(folder)
-    model = BestowGpt({**cfg, "tokenizer": {}, "backbone": {"pretrained_path": str(folder)}}).eval()
+    out = {}
+    for family, shape in FAMILIES.items():
+        folder = tmp_path_factory.mktemp(family)
+        tok = family_tokenizer(family, folder)
+        hf_cfg = AutoConfig.for_model(**shape, vocab_size=len(tok), eos_token_id=tok.eos_token_id,
+                                      bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id)
+        torch.manual_seed(0)
+        llm = AutoModelForCausalLM.from_config(hf_cfg)
+        if family == "qwen2":
+            llm.generation_config.eos_token_id = [tok.eos_token_id, tok.pad_token_id]
+        llm.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        out[family] = str(folder)
+    return out
+
+
+# GPT-2's Conv1D takes no LoRA (parts/lora.py adapts nn.Linear): there the whole LLM trains.
+TRAINING = {"gpt2": {"freeze": []},
+            "llama": {"lora": {"targets": [r"backbone\..*\.(q_proj|v_proj)"], "r": 2, "alpha": 4.0}},
+            "qwen2": {"lora": {"targets": [r"backbone\..*\.(q_proj|v_proj)"], "r": 2, "alpha": 4.0}}}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_a_local_llm_and_its_tokenizer_train_and_decode(cfg, family_folders, family):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = family_folders[family]
+    model = BestowGpt({**cfg, "tokenizer": {}, "backbone": {"pretrained_path": folder}, **TRAINING[family]}).eval()
     reference = AutoModelForCausalLM.from_pretrained(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    assert type(tok).__name__.lower().startswith(family)  # the family's own tokenizer class came back
     ids = torch.tensor([[5, 6, 7, 3]])
-    assert torch.equal(model.backbone(input_ids=ids).logits, reference(input_ids=ids).logits)
-    assert model.text.hf_path == str(folder) and model.text.pad_id == tok.eos_token_id  # no pad token: EOS pads
-    assert all(not p.requires_grad for p in model.backbone.parameters())
-    batch = text_batch(model)
-    assert batch.prompt_ids.shape[1] > 1  # "<de>" is several BPE tokens here
-    assert torch.isfinite(model.task_losses(batch)[0])
-    assert len(model.translate_batch(audio_batch(model))) == 2
+    with torch.no_grad():
+        assert torch.allclose(model.backbone(input_ids=ids).logits, reference(input_ids=ids).logits, atol=1e-6)
+    assert model.text.hf_path == folder and model.text.vocab_size == len(tok)
+    assert model.text.pad_id == (tok.pad_token_id if family == "qwen2" else tok.eos_token_id)  # no pad: EOS pads
+    if family == "qwen2":
+        assert model.eos_ids() == [tok.eos_token_id, tok.pad_token_id]  # <|im_end|>, then generation_config's
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone.")}
+    assert trainable and (family == "gpt2" or all("lora_" in n for n in trainable))
+
+    model.train()
+    text = text_batch(model)
+    assert text.prompt_ids.shape[1] > 1 or family == "llama"  # "<de>" is several BPE tokens (one in Llama's)
+    loss, per_task, changed = one_step(model, text)
+    assert torch.isfinite(loss) and set(per_task) == {"mt"}
+    assert changed and changed <= trainable
+    loss, per_task, changed = one_step(model, audio_batch(model))
+    assert torch.isfinite(loss) and set(per_task) == {"asr", "st", "ctc"}
+    assert any(n.startswith("cross_attention.") for n in changed) and changed & trainable
+
+    model.eval()
+    for beam in (1, 2):
+        model.cfg.decoding.beam_size = beam
+        for batch in (text, audio_batch(model)):
+            hyps = model.generate_ids(batch)
+            assert len(hyps) == len(batch) and all(0 <= t < len(tok) for h in hyps for t in h)
+            assert all(isinstance(h, str) for h in model.translate_batch(batch))
+
+
+def test_decoding_stops_at_a_generation_config_eos_that_is_not_the_tokenizers(cfg):
+    model = talkative(BestowGpt(cfg))
+    for batch in (text_batch(model), audio_batch(model)):
+        with torch.no_grad():
+            free = model.generate_ids(batch)
+        stop = next(t for h in free for t in h[1:])  # a token some hypothesis says after its first one
+        assert stop != model.text.eos_id
+        model.backbone.generation_config.eos_token_id = [model.text.eos_id, stop]
+        assert model.eos_ids() == [model.text.eos_id, stop]
+        with torch.no_grad():
+            assert model.generate_ids(batch) == [h[: h.index(stop)] if stop in h else h for h in free]
+            model.cfg.decoding.beam_size = 3
+            assert all(stop not in h for h in model.generate_ids(batch))
+        model.cfg.decoding.beam_size = 1
+        model.backbone.generation_config.eos_token_id = model.text.eos_id  # an int, as GPT-2 ships it
+        assert model.eos_ids() == [model.text.eos_id]
 
 
 def test_encoder_decoder_backbones_are_refused_clearly(cfg):

@@ -15,7 +15,8 @@ import torch
 from nemo_emmett.data.dataset import collate
 from nemo_emmett.data.examples import make_text_example
 from nemo_emmett.data.sampler import Batch
-from nemo_emmett.models.salm_t5 import SalmT5, strip_at_any
+from nemo_emmett.models.salm_t5 import SalmT5
+from nemo_emmett.parts.decoding import strip_eos
 from nemo_emmett.parts.text_processor import TextProcessor
 from tests.conftest import TINY_PERCEPTION
 from tests.models.test_salm_t5 import audio_batch
@@ -191,7 +192,7 @@ def test_teacher_forcing_starts_from_the_backbone_decoder_start(models):
 def test_generation_eos_ids_may_be_a_list_and_hypotheses_stop_at_any(models):
     model = models["nllb"]
     assert model.eos_ids == sorted({model.text.eos_id, EXTRA_EOS})
-    assert strip_at_any([[5, EXTRA_EOS, 6], [5, 2, 6], [5, 6]], model.eos_ids) == [[5], [5], [5, 6]]
+    assert strip_eos([[5, EXTRA_EOS, 6], [5, 2, 6], [5, 6]], model.eos_ids) == [[5], [5], [5, 6]]
 
 
 @pytest.mark.parametrize("family", ["mbart50", "nllb"])

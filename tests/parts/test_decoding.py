@@ -1,4 +1,4 @@
-"""Greedy and beam search over a step function, on hand-made distributions."""
+"""Greedy and beam search over a step function, on hand-made distributions; one EOS id or several."""
 
 import math
 
@@ -7,7 +7,7 @@ import torch
 
 from nemo_emmett.parts.decoding import beam_search, decode, greedy_search, strip_eos
 
-EOS, A, B = 0, 1, 2
+EOS, A, B, C = 0, 1, 2, 3  # C: a second EOS id where a test says so (eos_id=[EOS, C])
 
 
 def table_step(*tables):
@@ -17,8 +17,8 @@ def table_step(*tables):
         rows = []
         for i, prefix in state:
             probs = tables[i].get(tuple(prefix), {EOS: 1.0})
-            rows.append([math.log(probs.get(v, 1e-9)) for v in range(3)])
-        return torch.tensor(rows)  # (N, 3)
+            rows.append([math.log(probs.get(v, 1e-9)) for v in range(4)])
+        return torch.tensor(rows)  # (N, 4)
 
     def step(tokens, state):
         state = [(i, [*p, int(t)]) for (i, p), t in zip(state, tokens)]
@@ -72,3 +72,46 @@ def test_length_penalty_prefers_longer_hypotheses():
     kw = {"beam_size": 2, "eos_id": EOS, "max_new_tokens": 5}
     assert beam_search(step, reorder, log_probs(start), start, length_penalty=0.0, **kw) == [[]]
     assert beam_search(step, reorder, log_probs(start), start, length_penalty=1.0, **kw) == [[A, A]]
+
+
+def test_greedy_stops_at_a_second_eos_id():
+    first = {(): {A: 0.6, B: 0.4}, (A,): {C: 0.9, A: 0.1}, (A, C): {A: 1.0}, (A, C, A): {A: 1.0}}
+    second = {(): {B: 0.9, A: 0.1}, (B,): {B: 0.8, EOS: 0.2}, (B, B): {EOS: 1.0}}
+    log_probs, step, reorder = table_step(first, second)
+    start = [(0, []), (1, [])]
+    assert greedy_search(step, log_probs(start), start, eos_id=EOS, max_new_tokens=4) == [[A, C, A, A], [B, B]]
+    for eos in ([EOS, C], (C, EOS)):
+        calls = []
+
+        def counted(tokens, state, calls=calls):
+            calls.append(1)
+            return step(tokens, state)
+
+        assert greedy_search(counted, log_probs(start), start, eos_id=eos, max_new_tokens=4) == [[A], [B, B]]
+        assert len(calls) == 2  # stopped once both rows ended (C, then EOS), not at max_new_tokens
+        assert decode(step, reorder, log_probs(start), start, beam_size=1, eos_id=eos, max_new_tokens=4) == [[A], [B, B]]
+    assert strip_eos([[1, 3, 0, 5], [0, 3], [2]], [0, 3]) == [[1], [], [2]]
+    with pytest.raises(ValueError, match="eos_id"):
+        greedy_search(step, log_probs(start), start, eos_id=[], max_new_tokens=4)
+
+
+def test_beam_search_ends_hypotheses_at_a_second_eos_id():
+    # "B C" ends at the second EOS (0.4 * 0.99); with EOS alone it must go on to "B C A A ..." and loses
+    table = {(): {A: 0.6, B: 0.4}, (A,): {A: 0.34, B: 0.33, EOS: 0.33}, (A, A): {EOS: 1.0}, (B,): {C: 0.99},
+             (B, C): {A: 0.1, B: 0.1}}
+    log_probs, step, reorder = table_step(table)
+    start = [(0, [])]
+    kw = {"beam_size": 2, "max_new_tokens": 5, "length_penalty": 0.0}
+    assert beam_search(step, reorder, log_probs(start), start, eos_id=[EOS, C], **kw) == [[B]]
+    assert beam_search(step, reorder, log_probs(start), start, eos_id=EOS, **kw) == [[A, A]]
+
+
+def test_a_beam_finished_at_a_second_eos_id_holds_one_slot_only():
+    # After step 2 the beams are "A C" (finished, 0.5) and "B A" (open, 0.45). The finished one may
+    # continue one way only: were both EOS ids free continuations, its two copies would fill both
+    # slots and push out "B A EOS", the best per token (log 0.45 / 3 > log 0.5 / 2).
+    table = {(): {A: 0.5, B: 0.5}, (A,): {C: 1.0}, (B,): {A: 0.9, EOS: 0.1}, (B, A): {EOS: 1.0}}
+    log_probs, step, reorder = table_step(table)
+    start = [(0, [])]
+    assert beam_search(step, reorder, log_probs(start), start, beam_size=2, eos_id=[C, EOS], max_new_tokens=5,
+                       length_penalty=1.0) == [[B, A]]
