@@ -104,7 +104,7 @@ def export_config(model: TranslationModel, tokenizer_path: str) -> dict[str, Any
         hf = model.backbone.config.to_dict()  # the config's own vocab size and special ids win on restore
         for key in _NOT_EXPORTED:
             hf.pop(key, None)
-        cfg["backbone"] = {"pretrained_path": None, "config": hf}
+        cfg["backbone"] = {**cfg["backbone"], "pretrained_path": None, "config": hf}
     if model.perception is not None:
         cfg["perception"] = {**cfg["perception"], "pretrained_asr": None, **module_configs(model.perception)}
     return cfg

@@ -99,8 +99,6 @@ def test_trainable_half_precision_weights_are_warned_about_once(tiny_cfg, caplog
     assert "master weights" in caplog.records[0].getMessage()
 
 
-@pytest.mark.xfail(strict=True, reason="export.export_config rewrites cfg['backbone'] as {pretrained_path, config} "
-                   "and drops dtype/gradient_checkpointing: keep them ({**cfg['backbone'], ...}); then remove this")
 def test_a_bf16_model_exports_and_restores_in_bf16(bestow_cfg, tmp_path):  # noqa: F811
     from nemo_emmett.export import export_model, restore_model
 
