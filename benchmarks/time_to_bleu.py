@@ -205,8 +205,12 @@ def child(spec_path: Path, arm: str) -> int:
     import torch  # noqa: F401  (imports before the clock starts)
     import transformers  # noqa: F401
 
-    if arm == "ours":
-        import nemo_emmett.training  # noqa: F401  (imports nemo)
+    if arm == "ours":  # what train() would import lazily, on the clock
+        import lhotse  # noqa: F401
+        import nemo.utils.exp_manager  # noqa: F401
+
+        import nemo_emmett.startup  # noqa: F401
+        import nemo_emmett.training  # noqa: F401
     from nemo_emmett.models.config import SalmT5Config
 
     spec["model_config_class"] = SalmT5Config
