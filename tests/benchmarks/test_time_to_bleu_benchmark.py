@@ -4,11 +4,13 @@ so it runs without ../shared: both arms train side by side, save at their marks,
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -16,6 +18,45 @@ LANGS = ("en", "de", "fr", "cs")
 TINY = ["model.backbone.config.d_model=32", "model.backbone.config.d_ff=64", "model.backbone.config.d_kv=8",
         "model.backbone.config.num_heads=2", "model.backbone.config.num_layers=1",
         "model.backbone.config.num_decoder_layers=1", "model.decoding.max_new_tokens=8"]
+
+
+def bench():
+    spec = importlib.util.spec_from_file_location("time_to_bleu", REPO / "benchmarks" / "time_to_bleu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_saving_at_a_mark_does_not_count_as_training_time(tmp_path):
+    b = bench()
+    clock = b.Clock()
+    marks = b.Marks(clock, mark_s=0.05, num_marks=2, folder=tmp_path)
+    assert not marks.due()
+    time.sleep(0.06)
+    assert marks.due() and not marks.done()
+    marks.save(lambda path: time.sleep(0.5), steps=3, examples=30, tokens=300)
+    assert clock.elapsed() < 0.3  # the 0.5 s save is paused out
+    record = dict(marks.records[0])
+    assert 0 < record.pop("wall_s") < 0.3
+    assert [record] == [{"mark": 1, "steps": 3, "examples": 30, "target_tokens": 300, "path": str(tmp_path / "mark1")}]
+    assert not marks.due()  # the next mark is at 0.1 s of training
+
+
+def test_report_gives_scores_at_equal_time_and_the_time_to_each_bleu():
+    def mark(wall, steps, avg, ende):
+        return {"wall_s": wall, "steps": steps, "bleu/avg": avg, "chrf/avg": 2 * avg, "bleu/en-de": ende}
+
+    arms = {"plain": [mark(600, 10, 4.0, 5.0), mark(1200, 20, 8.0, 12.0)],
+            "ours": [mark(600, 30, 11.0, 15.0), mark(1200, 60, 16.0, 21.0), mark(1800, 90, 22.0, 25.0)]}
+    r = bench().report(arms)
+    assert r["at_equal_time"]["ours"]["wall_s"] == 1200 and r["at_equal_time"]["plain"]["steps"] == 20
+    assert r["ratio_ours_over_plain"] == {"bleu/avg": 2.0, "chrf/avg": 2.0, "bleu/en-de": 1.75}
+    assert r["wall_s_to_reach"]["ours"] == {"bleu/avg>=10": 600, "bleu/avg>=20": 1800,
+                                            "bleu/en-de>=10": 600, "bleu/en-de>=20": 1200}
+    assert r["wall_s_to_reach"]["plain"] == {"bleu/avg>=10": None, "bleu/avg>=20": None,
+                                             "bleu/en-de>=10": 1200, "bleu/en-de>=20": None}
+    assert r["time_ratio_ours_over_plain"]["bleu/en-de>=10"] == 0.5
+    assert r["time_ratio_ours_over_plain"]["bleu/avg>=10"] is None  # the plain loop never got there
 
 
 def synthetic_multi30k(root: Path, train: int = 300, test: int = 20) -> Path:
