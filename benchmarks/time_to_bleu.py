@@ -143,7 +143,10 @@ def run_plain(spec: dict[str, Any], clock: Clock, marks: Marks) -> None:
         s, t = d.split("-")
         with gzip.open(f"{spec['data']}/train.{s}.gz", "rt") as fs, gzip.open(f"{spec['data']}/train.{t}.gz", "rt") as ft:
             prompt = text.prompt_ids(task="mt", source_lang=s, target_lang=t)
-            pairs += [(prompt + text.encode(a.strip()), text.target_ids(b.strip())) for a, b in zip(fs, ft)]
+            lines = [(a.strip(), b.strip()) for a, b in zip(fs, ft)]
+            sources = text.tok.encode([a for a, _ in lines])  # SentencePiece encodes a list in C++ threads
+            targets = text.tok.encode([b for _, b in lines])
+            pairs += [(prompt + a, [*b, text.eos_id]) for a, b in zip(sources, targets)]
     torch.manual_seed(spec["seed"])
     backbone = dict(spec["backbone"])
     backbone.pop("model_type")
