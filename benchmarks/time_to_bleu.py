@@ -158,7 +158,7 @@ def run_plain(spec: dict[str, Any], clock: Clock, marks: Marks) -> None:
     optimizer, scheduler = opt["optimizer"], opt.get("lr_scheduler", {}).get("scheduler")
     rng = random.Random(spec["seed"])
     bs, steps, examples, tokens = spec["plain_batch_size"], 0, 0, 0
-    while not marks.done():
+    while not marks.done() and clock.elapsed() < spec["cap_s"]:
         batch = rng.sample(pairs, bs)
         src = torch.nn.utils.rnn.pad_sequence([torch.tensor(a) for a, _ in batch], batch_first=True,
                                               padding_value=text.pad_id)  # (B, S)
@@ -282,6 +282,12 @@ def report(arms: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             "time_ratio_ours_over_plain": {k: ratio(reach["ours"][k], reach["plain"][k]) for k in reach["ours"]}}
 
 
+def hms(seconds: float) -> str:
+    """Lightning's ``max_time`` format, ``dd:hh:mm:ss``."""
+    s = int(seconds)
+    return f"{s // 86400:02d}:{s % 86400 // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
 # ---- parent --------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -312,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         mark_s, minutes = 15.0, 0.5
         overrides = ["data.tokenizer.vocab_size=300", "data.estimation_examples=200", *overrides]
     num_marks = max(1, int(round(minutes * 60 / mark_s)))
+    cap_s = 2 * num_marks * mark_s + 300  # a safety stop only: each arm stops after its last mark
     shar = work / "shar"
     prepare_shar(data, shar)
 
@@ -328,14 +335,14 @@ def main(argv: list[str] | None = None) -> int:
     threads = len(split["ours"])
     ours = compose(shar, work, [f"data.tokenizer.model_path={spm}", "threads.mode=fixed", f"threads.threads={threads}",
                                 f"data.num_workers={0 if threads == 1 else 1}", "trainer.max_steps=10000000",
-                                "trainer.max_time=null", "trainer.limit_val_batches=0",
+                                f"trainer.max_time={hms(cap_s)}", "trainer.limit_val_batches=0",
                                 "exp_manager.resume_if_exists=false", "exp_manager.create_checkpoint_callback=false",
                                 f"oomptimizer.enabled={str(args.oomptimizer).lower()}", *overrides])
     shutil.rmtree(work / "runs", ignore_errors=True)
     for arm in ("plain", "ours"):
         shutil.rmtree(work / arm, ignore_errors=True)
     spec = {"data": str(data), "work": str(work), "spm": spm, "seed": int(cfg.seed), "cores": split,
-            "mark_s": mark_s, "num_marks": num_marks, "plain_batch_size": args.plain_batch_size,
+            "mark_s": mark_s, "num_marks": num_marks, "cap_s": cap_s, "plain_batch_size": args.plain_batch_size,
             "prompt_template": run.model["tokenizer"]["prompt_template"], "model": run.model,
             "backbone": run.model["backbone"]["config"], "gradient_clip_val": float(cfg.trainer.gradient_clip_val),
             "config": OmegaConf.to_container(ours, resolve=True)}
