@@ -181,7 +181,7 @@ def run_ours(spec: dict[str, Any], clock: Clock, marks: Marks) -> None:
     from omegaconf import OmegaConf
 
     import nemo_emmett.training as training
-    from nemo_emmett.export import save_backbone_pretrained
+    from nemo_emmett.models.backbone_folder import save_backbone_pretrained
 
     counts = {"examples": 0, "tokens": 0}
 
