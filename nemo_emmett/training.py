@@ -4,6 +4,7 @@ model (``startup.py``) -> fit."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,25 @@ def lock_experiment(trainer: pl.Trainer, ckpt_dir: Path) -> None:
                                    "with another exp_manager.version=... or name=...")
 
 
+# What exp_manager and Lightning put into os.environ for the processes of ONE run (the version folder its
+# DDP ranks share, the global seed): restored when the run ends, so that a second run in the same process
+# (a recipe's next stage, an in-process sweep) or a training subprocess it starts is not pinned to them.
+RUN_ENVIRON = ("NEMO_EXPM_VERSION", "PL_GLOBAL_SEED", "PL_SEED_WORKERS")
+
+
 def train(cfg: DictConfig) -> pl.LightningModule:
+    saved = {key: os.environ.get(key) for key in RUN_ENVIRON}
+    try:
+        return train_once(cfg)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def train_once(cfg: DictConfig) -> pl.LightningModule:
     from nemo.utils.exp_manager import exp_manager
 
     log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))

@@ -4,6 +4,7 @@ only, saved as a Hugging Face folder, loaded by stage 2 as its pretrained backbo
 import importlib.util
 import json
 import logging
+import os
 import subprocess
 from pathlib import Path
 
@@ -31,11 +32,15 @@ def test_the_recipe_runs_both_stages_and_every_arm_then_skips_what_is_done(tmp_p
 
     monkeypatch.setenv("NEMO_EMMETT_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NEMO_EXPM_VERSION", raising=False)
     out = tmp_path / "out"
     args = ["--out", str(out), "--stage1-steps", "3", "--stage2-steps", "2", *TINY_DEMO, *TINY_MODEL,
             "data.num_workers=0", "threads.mode=fixed"]
     forgetting = recipe()
     assert forgetting.main(args) == 0
+    # each stage is a run of its own: the version folder exp_manager pins for one run's processes does not
+    # outlive it (a later run in this process, or a training subprocess, would write into that version)
+    assert "NEMO_EXPM_VERSION" not in os.environ
 
     AutoModelForSeq2SeqLM.from_pretrained(str(out / "stage1_hf"), local_files_only=True)  # a plain HF folder
     results = json.loads((out / "forgetting.json").read_text())

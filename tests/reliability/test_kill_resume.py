@@ -56,12 +56,12 @@ def newest_step(ckpts: Path) -> int:
     return max(steps, default=0)
 
 
-def wait_for(predicate, proc, timeout, what):
+def wait_for(predicate, proc, timeout, what, output: Path):
     end = time.monotonic() + timeout
     while not predicate():
         if proc.poll() is not None:
-            raise AssertionError(f"the run ended ({proc.returncode}) before {what}: {proc.stdout.read()[-3000:]}")
-        assert time.monotonic() < end, f"no {what} in {timeout} s"
+            raise AssertionError(f"the run ended ({proc.returncode}) before {what}: {output.read_text()[-3000:]}")
+        assert time.monotonic() < end, f"no {what} in {timeout} s: {output.read_text()[-3000:]}"
         time.sleep(0.2)
 
 
@@ -71,28 +71,30 @@ def test_sigkill_between_validations_resumes_exactly_and_leaves_no_process(tmp_p
     args = [sys.executable, str(REPO / "examples/train.py"), *TINY_DEMO, *TINY_MODEL, "trainer.val_check_interval=10",
             "checkpoint_every_n_steps=3", "data.num_workers=2", f"exp_manager.exp_dir={tmp_path / 'exp'}"]
     first_log = tmp_path / "first.jsonl"
-    first = subprocess.Popen([*args, "trainer.max_steps=100000", f"data.log_batch_ids={first_log}"], cwd=tmp_path,
-                             env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        wait_for(lambda: list(ckpts.glob("*--step=3.ckpt")), first, 240, "step checkpoint 3")
-        # a second run of the same experiment is refused at once, naming the folder and the holder
-        second = subprocess.run([*args, "data.log_batch_ids=" + str(tmp_path / "second.jsonl")], cwd=tmp_path,
-                                env=env, text=True, capture_output=True, timeout=120)
-        assert second.returncode != 0
-        assert f"{ckpts} is in use by another run (pid {first.pid} on host" in second.stderr + second.stdout
-        assert "exp_manager.version" in second.stderr + second.stdout
-        assert not (tmp_path / "second.jsonl").exists()
-        # kill two or more batches after a step checkpoint, before the next validation (every 10 steps, each
-        # writing exp_manager's -last): the step checkpoint is then newer than anything exp_manager knows
-        wait_for(lambda: (s := newest_step(ckpts)) > 10 and s + 2 <= len(batches(first_log)) < (s // 10 + 1) * 10,
-                 first, 240, "batches after a step checkpoint")
-        children = descendants(first.pid)
-        assert len(children) >= 2, children  # the two dataloader workers at least
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=30)
-    finally:
-        if first.poll() is None:
-            first.kill()
+    # the run writes to a file, not to a pipe that nobody reads while waiting (it would fill and block the run)
+    with open(tmp_path / "first.out", "w") as output:
+        first = subprocess.Popen([*args, "trainer.max_steps=100000", f"data.log_batch_ids={first_log}"], cwd=tmp_path,
+                                 env=env, text=True, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: list(ckpts.glob("*--step=3.ckpt")), first, 240, "step checkpoint 3", tmp_path / "first.out")
+            # a second run of the same experiment is refused at once, naming the folder and the holder
+            second = subprocess.run([*args, "data.log_batch_ids=" + str(tmp_path / "second.jsonl")], cwd=tmp_path,
+                                    env=env, text=True, capture_output=True, timeout=120)
+            assert second.returncode != 0
+            assert f"{ckpts} is in use by another run (pid {first.pid} on host" in second.stderr + second.stdout
+            assert "exp_manager.version" in second.stderr + second.stdout
+            assert not (tmp_path / "second.jsonl").exists()
+            # kill two or more batches after a step checkpoint, before the next validation (every 10 steps, each
+            # writing exp_manager's -last): the step checkpoint is then newer than anything exp_manager knows
+            wait_for(lambda: (s := newest_step(ckpts)) > 10 and s + 2 <= len(batches(first_log)) < (s // 10 + 1) * 10,
+                     first, 240, "batches after a step checkpoint", tmp_path / "first.out")
+            children = descendants(first.pid)
+            assert len(children) >= 2, children  # the two dataloader workers at least
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=30)
+        finally:
+            if first.poll() is None:
+                first.kill()
     end = time.monotonic() + 3  # torch's own worker watchdog would take 5 s, or never fire (a full pipe)
     while any(alive(p) for p in children) and time.monotonic() < end:
         time.sleep(0.1)
