@@ -107,3 +107,23 @@ def test_defaults_are_unchanged():
     d = default_module_configs(PerceptionConfig())
     assert "normalize" not in d["preprocessor"] and "att_context_size" not in d["encoder"]
     assert perception().adapter.att_context_size is None
+
+
+def test_salm_t5_trains_a_step_with_streaming_perception(tiny_cfg, tmp_path, monkeypatch):
+    from nemo_emmett.models.salm_t5 import SalmT5
+    from tests.models.test_salm_t5 import audio_batch
+
+    monkeypatch.setenv("NEMO_EMMETT_CACHE", str(tmp_path / "cache"))
+    cfg = {**tiny_cfg, "perception": {**tiny_cfg["perception"], "att_context_size": [8, 1],
+                                      "causal_convolutions": True}}
+    model = SalmT5(cfg)
+    assert model.perception.is_streaming
+    model.train()
+    before = {n: p.detach().clone() for n, p in model.perception.named_parameters()}
+    loss, _ = model.task_losses(audio_batch(model))
+    loss.backward()
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    assert torch.isfinite(loss)
+    changed = [n for n, p in model.perception.named_parameters() if not torch.equal(p, before[n])]
+    assert any(n.startswith("encoder.") for n in changed) and any(n.startswith("adapter.") for n in changed)
+    assert StreamingPerception(model.perception.eval(), 16000).frames_per_chunk == 2
