@@ -59,10 +59,8 @@ def average_lagging(delays: Sequence[float], source_length: float, target_length
     ``AL = 1/tau * sum_{i=1..tau} (d_i - (i-1) / gamma)`` with ``gamma = |Y| / |X|``: how far each
     word lags behind an ideal translator that writes at the rate ``gamma`` from time 0.
     ``target_length`` (``|Y|``) is the reference's length; None: the hypothesis's. When the first
-    word comes after the whole source (``d_1 > |X|``), AL is ``d_1``."""
+    word comes after the whole source (``d_1 >= |X|``), tau is 1 and AL is ``d_1``."""
     _check(delays, source_length)
-    if delays[0] > source_length:
-        return float(delays[0])
     gamma = (target_length or len(delays)) / source_length
     return _tau_sum(delays, source_length, gamma)
 
@@ -74,8 +72,6 @@ def length_adaptive_average_lagging(delays: Sequence[float], source_length: floa
     so that writing more words than the reference cannot lower the score (AL's rate uses the
     reference length alone, and an over-long hypothesis then "gets ahead" of the ideal translator)."""
     _check(delays, source_length)
-    if delays[0] > source_length:
-        return float(delays[0])
     gamma = max(len(delays), target_length or 0) / source_length
     return _tau_sum(delays, source_length, gamma)
 
