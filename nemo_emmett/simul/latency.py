@@ -13,7 +13,10 @@ numbers and a ``simuleval`` run on the same delays agree exactly:
 
 Computation-aware (``_CA``) variants are the same formulas on **elapsed** times instead of delays:
 ``elapsed[i] = delays[i] + wall-clock time since the source started, in ms``, the time a listener
-really waits (SimulEval's ``--computation-aware``). They exist for speech sources only.
+really waits (SimulEval's ``--computation-aware``). They exist for speech sources only. Beware that
+SimulEval 1.1.4 run with ``--computation-aware`` makes its plain columns (``AL``, ...) computation-aware
+too (each scorer's ``from_args`` reads the flag): only its ``_CA`` columns are comparable across runs;
+:func:`score_directions` reports both.
 
 Corpus values are plain means of the sentence values over the sentences that wrote at least one
 word (SimulEval skips an empty hypothesis, with a warning); BLEU is sacrebleu's corpus BLEU with its
