@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Installs what nemo_emmett needs into the current Python environment. Idempotent.
+#   bash scripts/setup.sh          the core install and the dev tools (`make setup`, `make demo`)
+#   bash scripts/setup.sh --test   that, plus the test-only extras: SimulEval (`make test`, CI)
 set -euo pipefail
 PYTHON=${PYTHON:-python}
+case "${1:-}" in
+  "" | --test) ;;
+  *) echo "scripts/setup.sh: unknown option '$1' (expected none or --test)" >&2; exit 2 ;;
+esac
 
 # espeak-ng synthesises the demo corpus speech.
 if ! command -v espeak-ng >/dev/null 2>&1; then
@@ -19,3 +25,11 @@ if ! "$PYTHON" -c "import torch" >/dev/null 2>&1; then
   "$PYTHON" -m pip install -q "torch==2.13.0"
 fi
 "$PYTHON" -m pip install -q -e ".[dev]"
+
+if [ "${1:-}" = "--test" ]; then
+  # The `simul` extra without SimulEval's own pins (tqdm==4.64.1, bitarray==2.6.0, pytest-flake8,
+  # yt-dlp, pydub): they would downgrade what the stack uses and add a pytest plugin. SimulEval's
+  # other imports (pandas, pyyaml, requests, sacrebleu, soundfile, tqdm) come with the core install.
+  "$PYTHON" -m pip install -q --no-deps "simuleval==1.1.4"
+  "$PYTHON" -m pip install -q textgrid tornado
+fi

@@ -1,8 +1,8 @@
 """The layout by idea holds: imports run one way, each idea lives in its package, files stay small.
 
 Layers, lowest first (``docs/architecture.md``): ``parts`` < ``data``, ``modules`` < ``mgcm``,
-``oomptimizer`` < ``models`` < ``mammoth`` < ``export``, ``startup`` < ``training``, ``inference`` <
-``cli``. A module may import its own layer and those below. Every import counts, including those
+``oomptimizer`` < ``models`` < ``mammoth`` < ``export``, ``startup`` < ``training``, ``inference``,
+``simul`` < ``cli``. A module may import its own layer and those below. Every import counts, including those
 inside functions and under ``TYPE_CHECKING``."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "nemo_emmett"
 LAYERS = {"parts": 0, "data": 1, "modules": 1, "mgcm": 2, "oomptimizer": 2, "models": 3, "mammoth": 4,
-          "export": 5, "startup": 5, "config_store": 5, "training": 6, "inference": 6, "cli": 7}
+          "export": 5, "startup": 5, "config_store": 5, "training": 6, "inference": 6, "simul": 6, "cli": 7}
 ALLOWED_UPWARD: dict[tuple[str, str], str] = {}
 """(importer, imported) -> why; the issue allows at most one, justified where it is made."""
 MAX_LINES = 400
@@ -111,7 +111,7 @@ def test_the_data_path_never_imports_offline_preparation():
 
 
 @pytest.mark.parametrize("package", ["data", "data.prepare", "oomptimizer", "mgcm", "mammoth", "mammoth.meta",
-                                     "models", "modules", "parts", "cli"])
+                                     "models", "modules", "parts", "simul", "cli"])
 def test_every_package_says_what_it_holds(package):
     init = PACKAGE.joinpath(*package.split("."), "__init__.py")
     assert ast.get_docstring(ast.parse(init.read_text())), f"{init} needs a docstring naming what the package holds"
@@ -134,3 +134,15 @@ def test_the_architecture_doc_shows_the_current_layout():
     doc = (REPO / "docs" / "architecture.md").read_text()
     missing = [line for line in layout.layout() if line not in doc.splitlines()]
     assert missing == [], f"docs/architecture.md is out of date (python scripts/layout.py): {missing[:5]}"
+
+
+def test_only_the_simul_agent_imports_simuleval():
+    """SimulEval is an optional extra (``simul``): the core install must import without it."""
+    importers = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom) else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            if any(n == "simuleval" or n.startswith("simuleval.") for n in names):
+                importers.append(str(path.relative_to(REPO)))
+    assert sorted(set(importers)) == ["nemo_emmett/simul/agent.py"]
