@@ -3,7 +3,10 @@ its own modality's resumable stream; bad settings are errors that name the key a
 
 import itertools
 
+import lightning.pytorch as pl
 import pytest
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from nemo_emmett.data.batch import FusedBatch
 from nemo_emmett.data.config import parse_data_config
@@ -81,3 +84,37 @@ def test_bad_fusion_settings_name_the_key_and_the_value(tmp_path, text_sources, 
     late["train_sources"][2]["introduce_at_step"] = 10  # the only audio source
     with pytest.raises(ValueError, match=r"data.fusion='zip': every audio source has introduce_at_step > 0"):
         EmmettDataModule(late, text=WordLengthIds()).setup()
+
+
+class FusedRecorder(pl.LightningModule):
+    """Trains one scalar and records the (audio ids, text ids) of every fused step it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.seen: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+
+    def training_step(self, batch, batch_idx):
+        assert isinstance(batch, FusedBatch)
+        self.seen.append((tuple(batch.audio.ids), tuple(batch.text.ids)))
+        return (self.w * sum(b.target_ids.float().mean() for b in batch.parts)).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def fit(dm, root, max_steps, ckpt_path=None):
+    model = FusedRecorder()
+    trainer = pl.Trainer(max_steps=max_steps, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, default_root_dir=root,
+                         callbacks=[ModelCheckpoint(dirpath=root / "ckpt", every_n_train_steps=3, save_top_k=-1)])
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    return model.seen
+
+
+def test_a_lightning_checkpoint_resumes_the_same_fused_steps(fused_cfg, tmp_path):
+    cfg = {**fused_cfg, "num_workers": 2}
+    full = fit(EmmettDataModule(cfg, text=WordLengthIds()), tmp_path / "a", max_steps=7)
+    ckpt = next((tmp_path / "a" / "ckpt").glob("*step=3.ckpt"))
+    resumed = fit(EmmettDataModule(cfg, text=WordLengthIds()), tmp_path / "b", max_steps=7, ckpt_path=ckpt)
+    assert len(full) == 7 and resumed == full[3:]
