@@ -91,3 +91,44 @@ def test_lightning_fit_with_mgcm_logs_st_mt_conflicts(mgcm_cfg):
     metrics = trainer.callback_metrics
     assert trainer.global_step == 2 and model.mgcm.skipped_steps == 0
     assert "mgcm/st-mt/conflict_share" in metrics and "mgcm/st-asr/conflict_share" in metrics, sorted(metrics)
+
+
+def test_synced_path_projects_mt_of_a_fused_step_on_a_modular_model(spm_path, tmp_path):
+    """``trainer.strategy: component_sync`` (mgcm/sync.py, one gloo rank): a fused step's MT gradient,
+    routed to the MT task's components, is projected like ASR's: the reference projection's update."""
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+
+    from nemo_emmett.mammoth.modular import ModularTranslation
+    from nemo_emmett.mgcm.sync import synced_backward
+    from tests.mammoth.test_modular import assert_grads_equal, modular_cfg, task
+    from tests.mammoth.test_modular import text_batch as modular_text_batch
+    from tests.mgcm.test_mgcm_step import per_task_grads
+
+    enc = ["encoder.0.en", "encoder.1.full"]
+    cfg = modular_cfg(spm_path, [task("st_en-de", "st", "en", "de", enc, ["decoder.0.full", "decoder.1.de"],
+                                      perception="perception.full"),
+                                 task("asr_en-en", "asr", "en", "en", enc, ["decoder.0.full", "decoder.1.en"],
+                                      perception="perception.full"),
+                                 task("mt_en-de", "mt", "en", "de", enc, ["decoder.0.full", "decoder.1.de"])])
+    cfg["mgcm"] = {"enabled": True, "granularity": "component", "primary_task": "st"}
+    model = ModularTranslation(cfg).eval()
+    batch = FusedBatch(audio=st_asr_batch(model), text=modular_text_batch(model, [("en", "de")] * 2))
+    named = dict(model.named_parameters())
+    groups = {m: [named[n] for n in members] for m, members in model.mgcm.groups.items()}
+    loss = model.batch_loss(batch)
+    grads = per_task_grads(model, loss.task_shares(), [p for members in groups.values() for p in members])
+    reference = combine(by_module(grads["st"], groups), {t: by_module(grads[t], groups) for t in ("asr", "mt")})
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        stats = synced_backward(SimpleNamespace(manual_backward=lambda x, **kw: x.backward(**kw),
+                                                component_of=model.component_of,
+                                                named_parameters=model.named_parameters,
+                                                components_reached=model.components_reached),
+                                SimpleNamespace(sync=lambda ps: None), batch, loss.task_shares(), "st", groups)
+    finally:
+        dist.destroy_process_group()
+    assert set(stats) == {"asr", "mt"}
+    assert model.components_reached(batch, "mt") == {"embed.full", *enc, "decoder.0.full", "decoder.1.de"}
+    assert_grads_equal(groups, reference)
