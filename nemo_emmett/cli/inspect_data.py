@@ -11,6 +11,7 @@ import itertools
 import sys
 
 from nemo_emmett.cli.paths import compose_from_args, config_parser
+from nemo_emmett.data.fusion import ZipSampler
 from nemo_emmett.data.report import format_summary, summarize_batches
 from nemo_emmett.startup import resolve_run
 
@@ -24,9 +25,18 @@ def main(argv: list[str] | None = None) -> int:
     dm = resolve_run(cfg).data_module()
     print(dm.plan.summary())
     sampler = dm.train_dataset().sampler_for_slot(0, 1)
-    batches = list(itertools.islice(iter(sampler), args.num_batches))
-    weights = dict(zip(sampler.mux.names, dm.plan.weights))
-    print(format_summary(summarize_batches(batches), sampler.mux.shares(), weights, sampler.stats.as_dict()))
+    steps = list(itertools.islice(iter(sampler), args.num_batches))
+    if isinstance(sampler, ZipSampler):  # data.fusion=zip: one multiplexer per modality, weights within it
+        batches = [b for pair in steps for b in pair]
+        shares = {n: v for s in sampler.samplers.values() for n, v in s.mux.shares().items()}
+        per_modality = {m: sum(w for s, w in zip(dm.plan.train, dm.plan.weights) if s.modality == m)
+                        for m in sampler.samplers}
+        weights = {s.name: w / per_modality[s.modality] for s, w in zip(dm.plan.train, dm.plan.weights)}
+        stats = {m: s.stats.as_dict() for m, s in sampler.samplers.items()}
+    else:
+        batches, shares, stats = steps, sampler.mux.shares(), sampler.stats.as_dict()
+        weights = dict(zip(sampler.mux.names, dm.plan.weights))
+    print(format_summary(summarize_batches(batches), shares, weights, stats))
 
     seen = [i for b in dm.val_dataloader() for i in b.ids]
     expected = sum(s.num_examples for s in dm.plan.validation)

@@ -4,8 +4,8 @@
 ``shar.py`` (Shar folders: read, write, count) -> ``sources.py`` (a named source and its weight) ->
 ``stream.py`` (one source, sharded over ranks and workers, shuffled, resumable) ->
 ``multiplexer.py`` (the stationary weighted mix of sources) -> ``lengths.py`` (an example's 2D
-length) -> ``bucketing.py`` (2D bins and batch sizes) -> ``sampler.py`` (2D bucketing sampler) ->
-``plan.py`` (everything the loaders need, from the config and the run's tokenizer) ->
+length) -> ``bucketing.py`` (2D bins and batch sizes) -> ``sampler.py`` (2D bucketing sampler;
+``fusion.py``: one per modality, zipped into fused steps, with ``data.fusion: zip``) -> ``plan.py`` (everything the loaders need, from the config and the run's tokenizer) ->
 ``dataset.py`` (collation inside dataloader workers) -> ``datamodule.py`` (Lightning; the resumable
 stream). Around them: ``config.py`` (typed defaults), ``report.py`` and ``stats.py`` (what the
 stream did). Offline preparation, which writes data, is ``data/prepare/``; nothing here imports it.

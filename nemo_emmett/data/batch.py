@@ -8,7 +8,10 @@ field has one row per example (B), so slicing rows (:meth:`TranslationBatch.take
 knowledge of which fields exist.
 
 Lightning moves it to the device (``move_data_to_device`` rebuilds dataclasses field by field),
-so it has no ``to``; it is not frozen because Lightning refuses frozen dataclasses."""
+so it has no ``to``; it is not frozen because Lightning refuses frozen dataclasses.
+
+With ``data.fusion: zip`` a training step receives a :class:`FusedBatch`: the next audio batch and the
+next text batch, each still homogeneous (validation batches are never fused)."""
 
 from __future__ import annotations
 
@@ -82,3 +85,46 @@ class TranslationBatch:
 
         per_example = {f.name: pick(getattr(self, f.name)) for f in fields(self) if f.name not in BATCH_LEVEL}
         return replace(self, **per_example)
+
+
+@dataclass
+class FusedBatch:
+    """One training step's two batches under ``data.fusion: zip``: the next audio batch (ST, ASR) and the
+    next text batch (MT), each from its own modality's bucketed stream, so that the step's loss (and
+    MGCM's per-task shares) covers every task. Like lhotse's ``ZipSampler(merge_batches=False)``
+    behind NeMo's ``sampler_fusion: zip``; Lightning moves it to the device field by field."""
+
+    audio: TranslationBatch
+    text: TranslationBatch
+
+    def __post_init__(self) -> None:
+        for name in ("audio", "text"):
+            got = getattr(self, name).modality
+            if got != name:
+                raise ValueError(f"FusedBatch.{name} must be a {name} batch, got a {got} batch")
+
+    @property
+    def parts(self) -> tuple[TranslationBatch, TranslationBatch]:
+        return self.audio, self.text
+
+    def __len__(self) -> int:
+        """Examples of both batches."""
+        return len(self.audio) + len(self.text)
+
+    @property
+    def ids(self) -> list[str]:
+        """(B_audio + B_text) example ids, the audio batch's first (the order of every per-example view)."""
+        return self.audio.ids + self.text.ids
+
+    @property
+    def tasks(self) -> list[str]:
+        return self.audio.tasks + self.text.tasks
+
+    @property
+    def directions(self) -> list[tuple[str, str, str]]:
+        return self.audio.directions + self.text.directions
+
+
+def batch_parts(batch: TranslationBatch | FusedBatch) -> tuple[TranslationBatch, ...]:
+    """The homogeneous batches of a training step: one, or a fused step's two."""
+    return batch.parts if isinstance(batch, FusedBatch) else (batch,)

@@ -51,6 +51,9 @@ def bin_pair(value: Any, index: int) -> list[float]:
     return [float(x) for x in pair]
 
 
+FUSION_MODES = ("none", "zip")
+"""``data.fusion`` values (:attr:`DataConfig.fusion`)."""
+
 MIN_VAL_NUMBER = 10
 """Single digits are never held out of the demo corpus: a model cannot translate a digit word it has never seen."""
 
@@ -194,6 +197,16 @@ class DataConfig:
     from 1 over the whole run, resumes included), to this file: which examples each step trained on."""
     sampling_rate: int = 16000
     """Audio is resampled to this rate on loading; composed configs tie it to ``model.perception.sample_rate``."""
+    fusion: str = "none"
+    """How a training step's batch is made. ``none``: one homogeneous batch (audio: ST and ASR, or text:
+    MT) from one multiplexed stream of all sources. ``zip`` (NeMo's ``sampler_fusion: zip``): the next
+    audio batch *and* the next text batch, each from its own modality's multiplexer and 2D buckets
+    (both resumable), fused into one step (``data/fusion.py``), so that ST, ASR and MT gradients meet
+    in every step (MGCM then projects MT too). Needs audio and text training sources."""
+
+    def __post_init__(self) -> None:
+        if self.fusion not in FUSION_MODES:
+            raise ValueError(f"data.fusion: unknown mode {self.fusion!r}; expected one of {', '.join(FUSION_MODES)}")
 
 
 def parse_data_config(cfg: DictConfig | dict[str, Any] | DataConfig) -> DataConfig:

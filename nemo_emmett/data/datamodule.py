@@ -21,9 +21,10 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from nemo_emmett.data.batch import TranslationBatch
+from nemo_emmett.data.batch import FusedBatch, TranslationBatch
 from nemo_emmett.data.config import DataConfig, parse_data_config
 from nemo_emmett.data.dataset import StreamedBatch, TextIds, TrainBatches, ValidationBatches
+from nemo_emmett.data.fusion import sampler_states
 from nemo_emmett.data.plan import DataPlan, build_plan, with_batch_sizes
 from nemo_emmett.data.sources import sources_for_rank
 from nemo_emmett.parts.process import exit_with_parent
@@ -88,7 +89,7 @@ class EmmettDataModule(pl.LightningDataModule):
             measure=p.measure, seed=c.seed, rank=rank, world_size=world, jitter=c.jitter,
             shuffle_buffer=c.shuffle_buffer, max_wait=c.max_wait, sampling_rate=c.sampling_rate, text=self.text,
             resume=self._resume, introduce_at_draw=[p.introduce_at_draw[i] for i in keep] if p.introduce_at_draw
-            else p.introduce_at_draw, readers=readers,
+            else p.introduce_at_draw, readers=readers, fusion=c.fusion,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -109,10 +110,11 @@ class EmmettDataModule(pl.LightningDataModule):
                           prefetch_factor=2 if nw > 0 else None, worker_init_fn=WorkerInit() if nw > 0 else None)
 
     # ---- stream position -------------------------------------------------------------------
-    def record(self, item: StreamedBatch | TranslationBatch) -> TranslationBatch:
-        """Remember the slot state that came with a consumed training batch; the bare batch for the
-        model. A batch without one (validation) passes unchanged and counts for nothing."""
-        if isinstance(item, TranslationBatch):
+    def record(self, item: StreamedBatch | TranslationBatch | FusedBatch) -> TranslationBatch | FusedBatch:
+        """Remember the slot state that came with a consumed training batch (a fused step counts as
+        one); the bare batch for the model. A batch without one (validation) passes unchanged and
+        counts for nothing."""
+        if not isinstance(item, StreamedBatch):
             return item
         self._slot_states[item.state.slot] = item.state.sampler
         self._num_slots = item.state.num_slots
@@ -126,7 +128,7 @@ class EmmettDataModule(pl.LightningDataModule):
         """Sampler counts summed over this rank's slots, as of the last consumed batches: examples
         drawn, emitted in batches, and dropped (no bucket fits) per modality; early batches."""
         out: dict[str, float] = {}
-        for state in self._slot_states.values():
+        for state in (s for slot in self._slot_states.values() for s in sampler_states(slot)):
             stats = state["stats"]
             for key in ("drawn", "emitted", "dropped_no_bucket"):
                 for modality, n in stats[key].items():

@@ -1,6 +1,7 @@
 """Iterable datasets that run multiplexer -> 2D bucketing -> collation inside each dataloader worker.
 
-Each (rank, worker) slot reads a disjoint part of every source. Training batches come with the
+Each (rank, worker) slot reads a disjoint part of every source. With ``data.fusion: zip`` a slot runs
+one sampler per modality and yields fused steps (``data/fusion.py``). Training batches come with the
 sampler state of their slot (:class:`StreamedBatch`) so that the main process can checkpoint the
 stream without reaching into worker processes (see ``EmmettDataModule``)."""
 
@@ -17,8 +18,9 @@ from lhotse.dataset.collation import collate_audio, collate_vectors
 from torch.utils.data import IterableDataset, get_worker_info
 
 import nemo_emmett.data.examples as ex_
-from nemo_emmett.data.batch import TranslationBatch
+from nemo_emmett.data.batch import FusedBatch, TranslationBatch
 from nemo_emmett.data.bucketing import BucketGrid
+from nemo_emmett.data.fusion import FUSED_MODALITIES, ZipSampler, is_fused_state
 from nemo_emmett.data.multiplexer import Multiplexer
 from nemo_emmett.data.sampler import Batch, Bucketing2DSampler, ModalityBuckets
 from nemo_emmett.data.shar import list_shards
@@ -93,7 +95,8 @@ class SlotState:
     num_slots: int
     """Slots of the whole run (ranks x workers); a resume must have as many."""
     sampler: dict[str, Any]
-    """``Bucketing2DSampler.state_dict()`` right after the batch was formed."""
+    """``Bucketing2DSampler.state_dict()`` right after the batch was formed (a fused slot's
+    ``ZipSampler.state_dict()``: one such state per modality)."""
 
 
 @dataclass
@@ -102,7 +105,7 @@ class StreamedBatch:
     that the main process can checkpoint the stream without reaching into worker processes;
     ``EmmettDataModule.on_before_batch_transfer`` records the state and hands the model the batch."""
 
-    batch: TranslationBatch
+    batch: TranslationBatch | FusedBatch
     state: SlotState
 
 
@@ -146,20 +149,36 @@ class TrainBatches(IterableDataset):
     readers: list[tuple[int, int]] | None = None
     """Per source, (this rank's index among the ranks reading it, how many read it) when ranks read
     different sources (component-aware training); None: every rank reads every source."""
+    fusion: str = "none"
+    """``data.fusion``: ``zip`` yields :class:`FusedBatch` steps from one sampler per modality (``data/fusion.py``)."""
 
     def __post_init__(self) -> None:
         super().__init__()
 
-    def sampler_for_slot(self, slot: int, num_slots: int) -> Bucketing2DSampler:
-        splits = [source_slot(self.readers, i, slot, num_slots, self.world_size) for i in range(len(self.specs))]
+    def _sampler(self, keep: list[int], slot: int, num_slots: int) -> Bucketing2DSampler:
+        """The bucketing sampler over a multiplexer of the sources ``keep`` (indices into ``specs``)."""
+        splits = {i: source_slot(self.readers, i, slot, num_slots, self.world_size) for i in keep}
         streams = [
-            ShardedStream(s.name, list_shards(s.path), seed=self.seed, slot=s_slot, num_slots=s_num,
-                          shuffle_buffer=self.shuffle_buffer)
-            for s, (s_slot, s_num) in zip(self.specs, splits)
+            ShardedStream(self.specs[i].name, list_shards(self.specs[i].path), seed=self.seed, slot=splits[i][0],
+                          num_slots=splits[i][1], shuffle_buffer=self.shuffle_buffer)
+            for i in keep
         ]
-        mux = Multiplexer(streams, self.weights, seed=self.seed, slot=slot, jitter=self.jitter,
-                          introduce_at_draw=self.introduce_at_draw or None)
-        sampler = Bucketing2DSampler(buckets=self.buckets, measure=self.measure, mux=mux, max_wait=self.max_wait)
+        introduce = [self.introduce_at_draw[i] for i in keep] if self.introduce_at_draw else None
+        mux = Multiplexer(streams, [self.weights[i] for i in keep], seed=self.seed, slot=slot, jitter=self.jitter,
+                          introduce_at_draw=introduce)
+        return Bucketing2DSampler(buckets=self.buckets, measure=self.measure, mux=mux, max_wait=self.max_wait)
+
+    def sampler_for_slot(self, slot: int, num_slots: int) -> Bucketing2DSampler | ZipSampler:
+        everything = list(range(len(self.specs)))
+        if self.fusion == "zip":
+            by_modality = {m: [i for i in everything if self.specs[i].modality == m] for m in FUSED_MODALITIES}
+            missing = [m for m, keep in by_modality.items() if not keep]
+            if missing:
+                raise ValueError(f"data.fusion=zip: this rank reads no {' or '.join(missing)} training source "
+                                 f"(it reads {[s.name for s in self.specs]}); a fused step needs both modalities")
+            sampler = ZipSampler({m: self._sampler(keep, slot, num_slots) for m, keep in by_modality.items()})
+        else:
+            sampler = self._sampler(everything, slot, num_slots)
         if self.resume is not None:
             if self.resume.get("num_slots") != num_slots:
                 raise ValueError(
@@ -168,7 +187,10 @@ class TrainBatches(IterableDataset):
                 )
             state = self.resume["slots"].get(slot)
             if state is not None:
-                sampler.load_state_dict(state)
+                if self.fusion != "zip" and is_fused_state(state):
+                    raise ValueError("the checkpointed data stream was made with data.fusion=zip, this run has "
+                                     "data.fusion=none: resume with the fusion mode it was trained with")
+                sampler.load_state_dict(state)  # a ZipSampler refuses an unfused state
         return sampler
 
     def __iter__(self) -> Iterator[StreamedBatch]:
@@ -176,7 +198,10 @@ class TrainBatches(IterableDataset):
         slot, num_slots = worker_slot(self.rank, self.world_size, offset)
         sampler = self.sampler_for_slot(slot, num_slots)
         for batch in sampler:
-            out = collate(batch, sampling_rate=self.sampling_rate, text=self.text)
+            if isinstance(batch, tuple):  # fused: (audio, text)
+                out = FusedBatch(*(collate(b, sampling_rate=self.sampling_rate, text=self.text) for b in batch))
+            else:
+                out = collate(batch, sampling_rate=self.sampling_rate, text=self.text)
             yield StreamedBatch(out, SlotState(slot, num_slots, sampler.state_dict()))
 
 

@@ -221,6 +221,22 @@ def _examples_in(bins: list[tuple[float, float]], budget: float, lengths: np.nda
     return f"Longest examples in them: {longest(lengths, labels, rows)}. " if rows.any() else ""
 
 
+def check_fusion(train: list[SourceSpec], fusion: str) -> None:
+    """``data.fusion=zip`` fuses an audio and a text batch into every step: both modalities need training
+    sources, and each a source from step 0 (its multiplexer draws from the first step on)."""
+    for modality in ("audio", "text"):
+        mine = [s for s in train if s.modality == modality]
+        if not mine:
+            have = ", ".join(f"{s.name!r} ({s.modality})" for s in train)
+            raise ValueError(f"data.fusion={fusion!r} fuses an audio and a text batch into each step, but no training "
+                             f"source is {modality} (the sources: {have}); add {modality} sources or set "
+                             "data.fusion=none")
+        if min(s.introduce_at_step for s in mine) > 0:
+            steps = {s.name: s.introduce_at_step for s in mine}
+            raise ValueError(f"data.fusion={fusion!r}: every {modality} source has introduce_at_step > 0 ({steps}); "
+                             f"with fusion each modality needs a source from step 0")
+
+
 def build_plan(cfg: DataConfig, text: TokenEncoder) -> DataPlan:
     """The plan of ``cfg``'s sources, with lengths counted by ``text`` (the run's tokenizer)."""
     if not cfg.train_sources:
@@ -243,10 +259,16 @@ def build_plan(cfg: DataConfig, text: TokenEncoder) -> DataPlan:
         buckets[modality], est = resolve_buckets(modality, bc, lengths[modality], labels[modality])
         if est is not None:
             estimates[modality] = est
+    if cfg.fusion == "zip":
+        check_fusion(train, cfg.fusion)
     introduce = []
     if any(s.introduce_at_step for s in train):
-        shares = {m: sum(w for s, w in zip(train, weights) if s.modality == m) for m in buckets}
-        introduce = introduce_at_draws(train, draws_per_batch(buckets, lengths, shares), cfg.num_workers)
+        if cfg.fusion == "zip":  # each modality's multiplexer draws for one batch of its own per step
+            per_draw = {m: draws_per_batch({m: buckets[m]}, lengths, {m: 1.0}) for m in buckets}
+            introduce = [introduce_at_draws([s], per_draw[s.modality], cfg.num_workers)[0] for s in train]
+        else:
+            shares = {m: sum(w for s, w in zip(train, weights) if s.modality == m) for m in buckets}
+            introduce = introduce_at_draws(train, draws_per_batch(buckets, lengths, shares), cfg.num_workers)
     return DataPlan(train, weights, validation, measure, buckets, estimates, lengths, introduce)
 
 

@@ -7,8 +7,9 @@ all the batch's target tokens, plus their weighted CTC; the shares sum to the pl
 the shares are back-propagated apart through one forward graph (``mgcm/backward.py``: the
 projection inside the backward pass). Accumulating per task over a window would need one full
 gradient buffer per task, which is what MGCM avoids. Consequences: a step without the primary
-task (a text batch) or with it alone passes its gradients unchanged, so MT is only ever compared
-with ST when a batch holds both; ``accumulate_grad_batches > 1`` is refused.
+task (a text batch) or with it alone passes its gradients unchanged, so MT is only compared with ST
+in a fused step (``data.fusion: zip``: an audio and a text batch in one step, their losses joined by
+``BatchLoss.concat``; MT is then one more auxiliary task); ``accumulate_grad_batches > 1`` is refused.
 
 **Around it.** Lightning's manual optimization (the model sets ``automatic_optimization = False``):
 ``manual_backward`` (the fp16 grad scaler scales every share alike, so the projection is

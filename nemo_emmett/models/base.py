@@ -15,7 +15,7 @@ import lightning.pytorch as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from nemo_emmett.data.batch import TranslationBatch
+from nemo_emmett.data.batch import FusedBatch, TranslationBatch, batch_parts
 from nemo_emmett.data.examples import direction_key
 from nemo_emmett.mgcm.step import MGCMStep
 from nemo_emmett.models.config import ModelConfig, parse_model_config
@@ -177,31 +177,37 @@ class TranslationModel(pl.LightningModule, ABC):
                                                   reduction="none")
         return out.embeddings, out.lengths, aux
 
-    def batch_loss(self, batch: TranslationBatch) -> BatchLoss:
-        """The loss of the batch per example: the one place the training loss is defined."""
+    def batch_loss(self, batch: TranslationBatch | FusedBatch) -> BatchLoss:
+        """The loss of the batch per example: the one place the training loss is defined. A fused step
+        (``data.fusion: zip``) runs each of its batches through the model and joins their losses
+        (:meth:`BatchLoss.concat`: as one batch of all their examples, token-averaged NLL)."""
+        if isinstance(batch, FusedBatch):
+            return BatchLoss.concat([self.batch_loss(b) for b in batch.parts])
         logits, aux = self.logits(batch)
         losses, counts = per_example_nll(logits, batch.target_ids, batch.target_lens, self.cfg.label_smoothing)
         return BatchLoss(losses, counts, batch.tasks, aux, {"ctc": self.cfg.perception.ctc_weight})
 
-    def task_losses(self, batch: TranslationBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def task_losses(self, batch: TranslationBatch | FusedBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The training loss of the batch (token-averaged NLL plus weighted auxiliary losses), and the
         NLL of each task in it together with each auxiliary loss, for logging."""
         loss = self.batch_loss(batch)
         return loss.total(), loss.logged()
 
-    def training_step(self, batch: TranslationBatch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: TranslationBatch | FusedBatch, batch_idx: int) -> torch.Tensor:
         if self.mgcm is not None:  # manual optimization: per-task backward passes, projection, one step
             return self.mgcm.training_step(self, batch)
         loss, per_task = self.task_losses(batch)
         self.log_training(batch, loss, per_task)
         return loss
 
-    def log_training(self, batch: TranslationBatch, loss: torch.Tensor, per_task: dict[str, torch.Tensor]) -> None:
+    def log_training(self, batch: TranslationBatch | FusedBatch, loss: torch.Tensor,
+                     per_task: dict[str, torch.Tensor]) -> None:
         n = len(batch)
         self.log("train_loss", loss, prog_bar=True, batch_size=n)
         for task, value in per_task.items():
             self.log(f"train_loss/{task}", value, batch_size=n)
-        self.log(f"batch_size/{batch.modality}", float(n), batch_size=n)
+        for part in batch_parts(batch):
+            self.log(f"batch_size/{part.modality}", float(len(part)), batch_size=len(part))
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.mgcm is not None:  # after the grad scaler unscaled the gradients: finiteness check, clipping

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from nemo_emmett.data.batch import TranslationBatch
+from nemo_emmett.data.batch import FusedBatch, TranslationBatch, batch_parts
 from nemo_emmett.models.base import TranslationModel
 from nemo_emmett.models.config import BestowGptConfig
 from nemo_emmett.modules.cross_attention import SpeechCrossAttention
@@ -125,8 +125,9 @@ class BestowGpt(TranslationModel):
                             logits_to_keep=U)
         return out.logits.float(), aux  # (B, U, V): the last context position predicts the first answer token
 
-    def training_step(self, batch: TranslationBatch, batch_idx: int) -> torch.Tensor:
-        if batch.modality == "text" and not any(p.requires_grad for p in self.backbone.parameters()):
+    def training_step(self, batch: TranslationBatch | FusedBatch, batch_idx: int) -> torch.Tensor:
+        text = any(b.modality == "text" for b in batch_parts(batch))
+        if text and not any(p.requires_grad for p in self.backbone.parameters()):
             # Text skips the cross-attention and the speech encoder: nothing would learn from it.
             raise ValueError("BESTOW-GPT got a text batch but its LLM is frozen without LoRA, so nothing trains on "
                              "text: set model.lora (adapters train), unfreeze part of the backbone (model.freeze), "

@@ -2,7 +2,7 @@
 
 ``config.py`` (settings, budget) -> ``probe.py`` (one real training step on a worst-case batch,
 memory measured by ``memory.py``) -> ``search.py`` (exponential growth then bisection, bucket by
-bucket) -> ``result.py`` / ``cache.py`` -> ``measure.py`` (the run-level entry point) ->
+bucket; ``fused.py``: fused audio + text steps under ``data.fusion: zip``) -> ``result.py`` / ``cache.py`` -> ``measure.py`` (the run-level entry point) ->
 ``callback.py`` (Lightning: before ``fit``, hands the sizes to the data module)."""
 
 from nemo_emmett.oomptimizer.callback import OOMptimizer

@@ -10,7 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import lightning.pytorch as pl
 
-from nemo_emmett.data.batch import TranslationBatch
+from nemo_emmett.data.batch import FusedBatch, TranslationBatch
 from nemo_emmett.oomptimizer.cache import save_json
 from nemo_emmett.oomptimizer.config import OOMptimizerConfig, fmt_bytes
 from nemo_emmett.oomptimizer.measure import agree_across_ranks, measure_for_trainer
@@ -66,7 +66,7 @@ class OOMptimizer(pl.Callback):
         return self.result is not None and (n < 0 or self._steps_measured < n)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                             batch: TranslationBatch, batch_idx: int) -> None:
+                             batch: TranslationBatch | FusedBatch, batch_idx: int) -> None:
         if not self._measuring():
             return
         if self._meter is None or self._meter.device != pl_module.device:
@@ -74,12 +74,13 @@ class OOMptimizer(pl.Callback):
         self._meter.start(resident_bytes(pl_module, *trainer.optimizers))
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
-                           batch: TranslationBatch, batch_idx: int) -> None:
+                           batch: TranslationBatch | FusedBatch, batch_idx: int) -> None:
         if not self._measuring():
             return
         peak = self._meter.stop().peak
         self._steps_measured += 1
-        key = (batch.modality, batch.bucket)
+        # a fused step under its audio bucket: the audio rows were measured as fused steps (oomptimizer/fused.py)
+        key = ("audio", batch.audio.bucket) if isinstance(batch, FusedBatch) else (batch.modality, batch.bucket)
         self.measured[key] = max(self.measured.get(key, 0), peak)
         share = peak / self.result.budget
         pl_module.log("memory/peak_share", share, on_step=True, on_epoch=False, batch_size=len(batch))

@@ -40,6 +40,10 @@ class OOMptimizerConfig:
     """Also write the result as a bucket file (the data config's ``bucket_file``)."""
     measure_steps: int = 0
     """Measure the peak memory of this many real training steps (-1: all) and log ``memory/peak_share``."""
+    fused_text_share: float = 0.5
+    """``data.fusion: zip``: the share of the memory above the resident model (weights, gradients,
+    optimizer state) that a fused step's text batch may take; the audio batch beside it gets the rest
+    (``oomptimizer/fused.py``). Lower it for runs whose audio buckets matter more."""
 
 
 def parse_bytes(value: Any) -> int:
@@ -66,6 +70,8 @@ def fmt_bytes(n: int | None) -> str:
 def resolve_budget(cfg: OOMptimizerConfig, device: torch.device) -> int:
     if not 0 < cfg.memory_fraction <= 1:
         raise ValueError(f"oomptimizer.memory_fraction must be in (0, 1], got {cfg.memory_fraction}")
+    if not 0 < cfg.fused_text_share < 1:
+        raise ValueError(f"oomptimizer.fused_text_share must be in (0, 1), got {cfg.fused_text_share}")
     if not 0 <= cfg.headroom < 1:
         raise ValueError(f"oomptimizer.headroom must be in [0, 1), got {cfg.headroom}")
     if cfg.memory_budget is not None:

@@ -9,11 +9,13 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from tqdm.auto import tqdm
 
 from nemo_emmett.data.batch import TranslationBatch
 from nemo_emmett.data.config import DataConfig
 from nemo_emmett.oomptimizer.cache import cache_key, cache_path, load_cached, save_json
 from nemo_emmett.oomptimizer.config import OOMptimizerConfig, resolve_budget
+from nemo_emmett.oomptimizer.fused import optimize_fused_buckets
 from nemo_emmett.oomptimizer.probe import StepProbe
 from nemo_emmett.oomptimizer.result import CACHE_FORMAT, OOMptimizerResult
 from nemo_emmett.oomptimizer.search import optimize_buckets
@@ -33,6 +35,8 @@ class ProbeSetting:
     token_equivalent_duration: float = DataConfig.token_equivalent_duration
     sampling_rate: int = DataConfig.sampling_rate
     prompt_len: int = 1
+    fusion: str = DataConfig.fusion
+    """``data.fusion``: ``zip`` sizes fused steps (an audio and a text batch together, ``oomptimizer/fused.py``)."""
 
 
 def cache_fields(model: Any, bins: dict[str, list[tuple[float, float]]], setting: ProbeSetting,
@@ -54,6 +58,7 @@ def cache_fields(model: Any, bins: dict[str, list[tuple[float, float]]], setting
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "budget": budget, "margin": margin, "headroom": cfg.headroom, "tolerance": cfg.tolerance,
         "max_batch_size": cfg.max_batch_size,
+        **({"fused_text_share": cfg.fused_text_share} if setting.fusion == "zip" else {}),
         "torch": torch.__version__, "format": CACHE_FORMAT,
     }
 
@@ -86,8 +91,17 @@ def plan_batch_sizes(model: Any, bins: dict[str, list[tuple[float, float]]], set
     probe = StepProbe(model, make_batch=make_batch, device=device, budget=budget, margin=margin,
                       forward_context=forward_context, use_grad_scaler=use_grad_scaler,
                       gradient_clip_val=setting.gradient_clip_val)
-    result = optimize_buckets(probe, bins, tolerance=cfg.tolerance, max_batch_size=cfg.max_batch_size,
-                              progress=progress)
+    if setting.fusion == "zip":
+        bar = tqdm(total=sum(len(b) for b in bins.values()), desc="OOMptimizer (fused)", unit="bucket",
+                   disable=not progress)
+        try:
+            result = optimize_fused_buckets(probe, bins, text_share=cfg.fused_text_share, tolerance=cfg.tolerance,
+                                            max_batch_size=cfg.max_batch_size, bar=bar)
+        finally:
+            bar.close()
+    else:
+        result = optimize_buckets(probe, bins, tolerance=cfg.tolerance, max_batch_size=cfg.max_batch_size,
+                                  progress=progress)
     result.key = key
     log.info("OOMptimizer: %d probes\n%s", probe.num_probes, result.table())
     if cfg.cache:
@@ -111,6 +125,7 @@ def measure_for_trainer(trainer: pl.Trainer, datamodule: Any, model: Any, cfg: O
         gradient_clip_val=trainer.gradient_clip_val, token_equivalent_duration=dcfg.token_equivalent_duration,
         sampling_rate=dcfg.sampling_rate,
         prompt_len=prompt_length(model.text, [(s.task, s.source_lang, s.target_lang) for s in plan.train]),
+        fusion=dcfg.fusion,
     )
     bins = {m: [tuple(b) for b in mb.grid.bins] for m, mb in plan.buckets.items()}
     plugin = trainer.precision_plugin

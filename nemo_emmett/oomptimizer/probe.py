@@ -11,7 +11,10 @@ live on between probes, as in training; an out-of-memory error clears them and t
 warms up again. The model's weights are restored after the search.
 
 A probe fits when it raised no out-of-memory error and its measured peak plus the DDP margin is
-within the budget. On GPU the run is also capped by ``torch.cuda.set_per_process_memory_fraction``,
+within the budget (with a ``share`` below 1: when the memory it allocated above the resident tensors is
+within that share of the budget's room above them). With a ``companion`` (``data.fusion: zip``) every
+probe step is a fused one: the probed batch plus a fixed worst-case batch of the other modality
+(``oomptimizer/fused.py`` decides which). On GPU the run is also capped by ``torch.cuda.set_per_process_memory_fraction``,
 so an over-budget probe fails with ``torch.cuda.OutOfMemoryError``, which is caught and cleaned up.
 """
 
@@ -26,7 +29,7 @@ from typing import Any
 
 import torch
 
-from nemo_emmett.data.batch import TranslationBatch
+from nemo_emmett.data.batch import FusedBatch, TranslationBatch
 from nemo_emmett.oomptimizer.memory import measure_peak, resident_bytes
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,16 @@ class ProbeResult:
     peak: int | None
     """Measured peak bytes (None after an out-of-memory error)."""
     fits: bool
+
+
+@dataclass(frozen=True)
+class Companion:
+    """A worst-case batch of the other modality that joins every probe step (a fused step's other half)."""
+
+    modality: str
+    max_input: float
+    max_output: float
+    batch_size: int
 
 
 def is_oom(err: BaseException) -> bool:
@@ -75,6 +88,8 @@ class StepProbe:
         self.use_grad_scaler = use_grad_scaler
         self.gradient_clip_val = gradient_clip_val
         self.num_probes = 0
+        self.companion: Companion | None = None
+        self.share = 1.0
         self._optimizer: torch.optim.Optimizer | None = None
         self._scaler: torch.amp.GradScaler | None = None
         self._warm = False
@@ -98,6 +113,24 @@ class StepProbe:
             self.model.train(was_training)
             self._cleanup()
 
+    def fuse_with(self, companion: Companion | None, share: float = 1.0) -> None:
+        """From now on every probe step also holds ``companion``'s worst-case batch, and fits when it
+        allocates at most ``share`` of the room above the resident tensors (``budget - margin - resident``)."""
+        if not 0 < share <= 1:
+            raise ValueError(f"probe share must be in (0, 1], got {share}")
+        self.companion, self.share = companion, share
+        self._warm = False  # the next steady state is the fused step's
+
+    def batch(self, modality: str, batch_size: int, max_input: float, max_output: float
+              ) -> TranslationBatch | FusedBatch:
+        """The probed worst-case batch, fused with the companion's when there is one."""
+        probed = self.make_batch(modality, batch_size, max_input, max_output)
+        c = self.companion
+        if c is None:
+            return probed
+        other = self.make_batch(c.modality, c.batch_size, c.max_input, c.max_output)
+        return FusedBatch(audio=probed, text=other) if modality == "audio" else FusedBatch(audio=other, text=probed)
+
     def __call__(self, modality: str, max_input: float, max_output: float, batch_size: int) -> ProbeResult:
         """Measure one steady-state training step with a worst-case batch of ``batch_size``."""
         from lightning.pytorch.utilities import move_data_to_device
@@ -108,26 +141,32 @@ class StepProbe:
         batch = None
         try:
             if not self._warm:  # steady state: optimizer state created, last step's gradients alive
-                one = move_data_to_device(self.make_batch(modality, 1, max_input, max_output), self.device)
+                one = move_data_to_device(self.batch(modality, 1, max_input, max_output), self.device)
                 self._step(one, self._optimizer, self._scaler)
                 self._warm = True
-            batch = move_data_to_device(self.make_batch(modality, batch_size, max_input, max_output), self.device)
-            peak = measure_peak(lambda: self._step(batch, self._optimizer, self._scaler), device=self.device,
-                                resident=resident_bytes(self.model, self._optimizer)).peak
+            batch = move_data_to_device(self.batch(modality, batch_size, max_input, max_output), self.device)
+            memory = measure_peak(lambda: self._step(batch, self._optimizer, self._scaler), device=self.device,
+                                  resident=resident_bytes(self.model, self._optimizer))
+            peak = memory.peak
         except Exception as e:  # noqa: BLE001 - only out-of-memory errors are a probe outcome
             if not is_oom(e):
                 raise
             log.debug("probe %s b=%d: out of memory", modality, batch_size)
-            peak = None
+            peak = memory = None
             self._warm = False  # gradients may be half-written: warm up again before the next measurement
             self.model.zero_grad(set_to_none=True)
         finally:
             batch = None  # free before the next probe
             self._cleanup()
-        fits = peak is not None and peak + self.margin <= self.budget
+        if memory is None:
+            fits = False
+        elif self.share < 1:
+            fits = memory.extra <= self.share * (self.budget - self.margin - memory.resident)
+        else:
+            fits = memory.peak + self.margin <= self.budget
         return ProbeResult(batch_size, peak, fits)
 
-    def _step(self, batch: TranslationBatch, optimizer: torch.optim.Optimizer,
+    def _step(self, batch: TranslationBatch | FusedBatch, optimizer: torch.optim.Optimizer,
               scaler: torch.amp.GradScaler | None) -> None:
         """Lightning's order: forward (the previous step's gradients still alive), zero_grad, backward,
         clipping, optimizer step; the gradients stay until the next step's zero_grad."""

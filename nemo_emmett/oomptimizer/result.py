@@ -27,6 +27,9 @@ class OOMptimizerResult:
     budget: int
     buckets: dict[str, list[BucketResult]] = field(default_factory=dict)
     key: str = ""
+    fused_text_bucket: int | None = None
+    """``data.fusion: zip``: the text bucket whose worst-case batch joined every audio probe
+    (``oomptimizer/fused.py``); the audio rows' peaks are those fused steps'. None: no fusion."""
 
     def batch_sizes(self, modality: str) -> list[int]:
         return [r.batch_size for r in sorted(self.buckets[modality], key=lambda r: r.bucket)]
@@ -42,7 +45,9 @@ class OOMptimizerResult:
         return out
 
     def table(self) -> str:
-        lines = [f"OOMptimizer: memory budget {fmt_bytes(self.budget)}",
+        fused = ("" if self.fused_text_bucket is None else
+                 f" (fused steps: audio rows measured beside text bucket {self.fused_text_bucket}'s batch)")
+        lines = [f"OOMptimizer: memory budget {fmt_bytes(self.budget)}{fused}",
                  f"  {'modality':<8} {'bucket':>6} {'max_in':>8} {'max_out':>8} {'batch':>6} {'peak':>11} "
                  f"{'budget%':>8} {'probes':>6}"]
         for modality, rows in self.buckets.items():
@@ -55,9 +60,9 @@ class OOMptimizerResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"format": CACHE_FORMAT, "key": self.key, "budget": self.budget,
-                "buckets": {m: [asdict(r) for r in rows] for m, rows in self.buckets.items()}}
+                "fused_text_bucket": self.fused_text_bucket, "buckets": {m: [asdict(r) for r in rows] for m, rows in self.buckets.items()}}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> OOMptimizerResult:
-        return cls(budget=data["budget"], key=data["key"],
+        return cls(budget=data["budget"], key=data["key"], fused_text_bucket=data.get("fused_text_bucket"),
                    buckets={m: [BucketResult(**r) for r in rows] for m, rows in data["buckets"].items()})

@@ -100,17 +100,24 @@ def optimize_buckets(probe: StepProbe, bins: dict[str, list[tuple[float, float]]
     try:
         with probe.preserving_model():
             for modality, mbins in bins.items():
-                rows, start = [], 1
-                for b in search_order(mbins):
-                    row = search_bucket(probe, modality, b, mbins[b], start=start, tolerance=tolerance,
-                                        max_batch_size=max_batch_size, bar=bar)
-                    rows.append(row)
-                    start = row.batch_size
-                    bar.update(1)
-                result.buckets[modality] = rows
+                result.buckets[modality] = search_modality(probe, modality, mbins, tolerance=tolerance,
+                                                           max_batch_size=max_batch_size, bar=bar)
     finally:
         bar.close()
     return result
+
+
+def search_modality(probe: StepProbe, modality: str, mbins: list[tuple[float, float]], *, tolerance: float,
+                    max_batch_size: int, bar: Any) -> list[BucketResult]:
+    """Every bucket of one modality, the largest first, each search starting from the previous answer."""
+    rows, start = [], 1
+    for b in search_order(mbins):
+        row = search_bucket(probe, modality, b, mbins[b], start=start, tolerance=tolerance,
+                            max_batch_size=max_batch_size, bar=bar)
+        rows.append(row)
+        start = row.batch_size
+        bar.update(1)
+    return rows
 
 
 def search_bucket(probe: StepProbe, modality: str, bucket: int, edges: tuple[float, float], *, start: int,
@@ -128,6 +135,12 @@ def search_bucket(probe: StepProbe, modality: str, bucket: int, edges: tuple[flo
         found = find_max_batch(fits, start=start, tolerance=tolerance, max_batch=max_batch_size)
     except NothingFits:
         margin = f", plus {fmt_bytes(probe.margin)} of headroom and DDP margin" if probe.margin else ""
+        if probe.companion is not None:
+            c = probe.companion
+            margin += (f"; data.fusion=zip: fused with a worst-case {c.modality} batch of {c.batch_size} "
+                       f"(max input {c.max_input:g}, max output {c.max_output:g})")
+            if probe.share < 1:
+                margin += f", within {probe.share:g} of the memory above the model (oomptimizer.fused_text_share)"
         raise BucketDoesNotFit(
             f"OOMptimizer: {modality} bucket {bucket} (max input {max_in:g}, max output {max_out:g}) does not fit "
             f"the memory budget of {fmt_bytes(probe.budget)} even with batch size 1 (measured peak "

@@ -329,9 +329,11 @@ TINY_DEMO_RUN = [
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed; the demo corpus needs it")
 def test_train_script_with_mgcm_on_the_demo_config(tmp_path):
     """examples/train.py as users run it: the demo config (trainer.gradient_clip_val 1.0 moves into
-    the model), MGCM on, a few steps, a validation."""
-    env = {**os.environ, "NEMO_EMMETT_CACHE": str(tmp_path / "cache")}
-    args = [sys.executable, str(REPO / "examples/train.py"), *TINY_DEMO_RUN, "model.mgcm.enabled=true",
+    the model), MGCM on with fused steps (``data.fusion=zip``: ST, ASR and MT in every step), a few
+    steps, a validation."""
+    # PYTHONPATH: this checkout's package, not whichever one is installed
+    env = {**os.environ, "NEMO_EMMETT_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
+    args = [sys.executable, str(REPO / "examples/train.py"), *TINY_DEMO_RUN, "model.mgcm.enabled=true", "data.fusion=zip",
             "trainer.max_steps=6", "trainer.val_check_interval=6", "trainer.log_every_n_steps=3",
             "data.num_workers=0", f"exp_manager.exp_dir={tmp_path / 'exp'}"]
     proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
@@ -350,3 +352,4 @@ def test_train_script_with_mgcm_on_the_demo_config(tmp_path):
         tags |= set(acc.Tags()["scalars"])
     assert "mgcm/skipped_steps" in tags
     assert any(t.startswith("mgcm/st-asr/") for t in tags), sorted(tags)
+    assert any(t.startswith("mgcm/st-mt/") for t in tags), sorted(tags)  # MT projected against ST
