@@ -114,3 +114,29 @@ def test_an_offline_speech_encoder_is_refused_naming_the_keys(model, monkeypatch
     with pytest.raises(ValueError, match="simultaneous decoding needs a streaming speech encoder.*"
                                          "model.perception.att_context_size=.*causal_convolutions=true"):
         SimulSession(model, build_policy("wait-k", stride=STRIDE), **LANGS)
+
+
+def test_each_decoder_position_keeps_the_speech_it_saw_and_a_withdrawn_one_sees_more(model, audio):
+    from nemo_emmett.simul.decoder import PrefixDecoder
+
+    _, batch = audio
+    one = batch.take_rows(torch.tensor([0]))
+    encode = lambda units: model.simul_encode(one, speech_frames=units * STRIDE)  # noqa: E731
+    d = PrefixDecoder(model, [model.decoder_start_id])
+    d.set_source(encode(2))
+    first = d.predict()
+    d.accept(first)
+    d.set_source(encode(3))
+    d.predict()
+    assert d.seen == [4, 6]  # frames: the start saw 2 units, the first token 3
+    d.withdraw()  # e.g. an end of sentence before the source ended: predict this position again, later
+    d.set_source(encode(4))
+    again = d.predict()
+    assert d.seen == [4, 8]
+    with torch.no_grad():  # one pass without a cache, each position under its own mask: the same prediction
+        ref = model.simul_decoder_logits(encode(6), torch.tensor([[model.decoder_start_id, first]]),
+                                         torch.tensor([[4, 8]]))
+    assert again == int(ref[0, -1].argmax())
+    assert d.hypothesis(5, model.eos_ids)[:1] == [first] and d.seen == [4, 8]  # leaves the decoder as it was
+    with pytest.raises(RuntimeError, match="predict twice for one position"):
+        d.predict()
