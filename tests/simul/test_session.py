@@ -140,3 +140,18 @@ def test_each_decoder_position_keeps_the_speech_it_saw_and_a_withdrawn_one_sees_
     assert d.hypothesis(5, model.eos_ids)[:1] == [first] and d.seen == [4, 8]  # leaves the decoder as it was
     with pytest.raises(RuntimeError, match="predict twice for one position"):
         d.predict()
+
+
+def test_the_session_runs_on_the_speech_encoder_itself(tiny_cfg, monkeypatch):
+    """A random-init FastConformer flagged as streaming (the flag only: its frames are not prefix-stable):
+    frame sizes from NeMo's preprocessor and subsampling, and the whole path runs to the end."""
+    from nemo_emmett.modules.perception import AudioPerception
+
+    monkeypatch.setattr(AudioPerception, "is_streaming", True, raising=False)
+    torch.manual_seed(0)
+    model = SalmT5(simul_cfg(tiny_cfg, k=1, stride_frames=2))
+    session = SimulSession(model, build_policy("wait-k", k=1, stride=2), **LANGS)
+    assert session.unit_samples == 2 * 8 * 160
+    (hyp, delays, elapsed), = simul_translate(model, [0.1 * torch.randn(16000)], build_policy("wait-k", k=1, stride=2),
+                                              **LANGS)
+    assert len(delays) == len(elapsed) == len(hyp.split()) and delays == sorted(delays)
