@@ -112,6 +112,24 @@ def test_token_i_sees_only_its_prefix_after_training_steps(tiny_cfg):
     assert not torch.allclose(full, prefix, atol=1e-3)
 
 
+@pytest.mark.parametrize("model_type", ["marian", "mbart", "m2m_100"])
+def test_other_encoder_decoder_families_take_the_masks(tiny_cfg, model_type):
+    """Marian, mBART and M2M100/NLLB build their masks with ``transformers.masking_utils`` as T5 does."""
+    sizes = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 4,
+             "decoder_attention_heads": 4, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64,
+             "max_position_embeddings": 128}
+    torch.manual_seed(0)
+    cfg = {**simul_cfg(tiny_cfg, k=1, stride_frames=3), "backbone": {"config": {"model_type": model_type, **sizes}}}
+    model = framewise(SalmT5(cfg)).eval()
+    batch = audio_batch(model, frames=[10, 6])
+    full, prefix = per_token_prefix_logits(model, batch, k=1, stride=3)
+    assert torch.allclose(full, prefix, atol=1e-5), (full - prefix).abs().amax()
+    with torch.no_grad():  # encoding 2 whole units gives the full encoding's first states
+        whole, part = model.simul_encode(batch).states, model.simul_encode(batch, speech_frames=6).states
+    n = part.shape[1]
+    assert n == int(batch.prompt_lens.max()) + 6 and torch.allclose(whole[:, :n], part, atol=1e-5)
+
+
 def test_multi_path_draws_k_per_step_and_validation_uses_k(tiny_cfg):
     model = SalmT5(simul_cfg(tiny_cfg, multi_path=True, k_range=[1, 9], k=4))
     model.train()
