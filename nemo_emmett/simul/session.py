@@ -130,7 +130,6 @@ class SimulSession:
                 if token in self.eos_ids:
                     if not self.finished:  # not the end yet: read on, and predict this position again
                         self.decoder.withdraw()
-                        break
                     break
             self.decoder.accept(token)
             out += self._emit(complete_only=True, start=start)

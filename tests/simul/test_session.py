@@ -155,3 +155,24 @@ def test_the_session_runs_on_the_speech_encoder_itself(tiny_cfg, monkeypatch):
     (hyp, delays, elapsed), = simul_translate(model, [0.1 * torch.randn(16000)], build_policy("wait-k", k=1, stride=2),
                                               **LANGS)
     assert len(delays) == len(elapsed) == len(hyp.split()) and delays == sorted(delays)
+
+
+def test_an_end_of_sentence_before_the_source_ends_reads_on(model, audio, monkeypatch):
+    from nemo_emmett.simul.decoder import PrefixDecoder
+
+    real, calls = PrefixDecoder.predict, []
+
+    def first_says_eos(self):
+        token = real(self)
+        calls.append(list(self.seen))
+        return model.eos_ids[0] if len(calls) == 1 else token
+
+    monkeypatch.setattr(PrefixDecoder, "predict", first_says_eos)
+    session = SimulSession(model, build_policy("wait-k", k=1, stride=STRIDE), **LANGS)
+    pieces = list(audio[0][0].split(UNIT))
+    assert session.push(pieces[0]) == [] and not session.done
+    assert session.decoder.target == [] and session.decoder.seen == []  # withdrawn: nothing written
+    for i, piece in enumerate(pieces[1:]):
+        session.push(piece, final=i == len(pieces) - 2)
+    assert calls[:2] == [[2], [4]]  # the first token predicted again with one more unit
+    assert session.done and session.words
