@@ -57,6 +57,7 @@ class ModularTasks:
     """True: the components are adapters of a pretrained backbone (``check_modular(adapters=True)``)."""
 
     def check_config(self) -> None:
+        super().check_config()  # the family's own checks (e.g. SALM-T5's model.simul)
         check_modular(self.cfg.modular, adapters=self.adapter_components)
         self.tasks = {t.direction: t for t in self.cfg.modular.tasks}
         names = (n for t in self.cfg.modular.tasks for n in self.task_components(t))

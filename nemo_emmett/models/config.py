@@ -100,9 +100,33 @@ class ModelConfig:
 
 
 @dataclass
+class SimulConfig:
+    """Prefix-to-prefix (wait-k) training of SALM-T5 for simultaneous translation (``simul/masks.py``):
+    each target token sees only the speech the policy will have read when it writes that token. Text
+    batches are unaffected. Needs ``audio_position: after_prompt`` and, to decode simultaneously, a
+    streaming speech encoder."""
+
+    enabled: bool = False
+    k: int = 3
+    """Wait-k lag in units of ``stride_frames``: target token i sees the speech of units < i + k (validation
+    decodes with it; training too, without ``multi_path``)."""
+    stride_frames: int = 4
+    """Speech encoder frames per unit (4 frames of 80 ms: 320 ms); the T5 encoder is block-causal by units."""
+    multi_path: bool = False
+    """Multi-path wait-k (Elbayad et al., 2020): each training batch draws k uniformly from ``k_range``, a
+    function of the global step and ``seed`` (the same on every rank and after a resume)."""
+    k_range: list[int] = field(default_factory=lambda: [1, 9])
+    """[lo, hi], inclusive: the k of multi-path training."""
+    seed: int = 0
+    """Seed of the multi-path draws."""
+
+
+@dataclass
 class SalmT5Config(ModelConfig):
     audio_position: str = "before_prompt"
-    """Speech embeddings 'before_prompt' or 'after_prompt' in the encoder input."""
+    """Speech embeddings 'before_prompt' or 'after_prompt' in the encoder input ('after_prompt' with ``simul``)."""
+    simul: SimulConfig = field(default_factory=SimulConfig)
+    """Simultaneous (wait-k) training and decoding; off by default."""
 
 
 def merge_optim(default: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
