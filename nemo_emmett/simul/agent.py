@@ -57,7 +57,11 @@ def make_session(args: argparse.Namespace) -> tuple[Any, int]:
 
     model = load_model(args.model, map_location=getattr(args, "device", "cpu"))
     rate = model_sampling_rate(model)
-    policy = build_policy(args.policy, k=args.k)
+    simul = getattr(model.cfg, "simul", None)
+    kwargs = {"stride": simul.stride_frames} if simul is not None and simul.enabled else {}  # the trained blocks
+    if args.policy == "wait-k":
+        kwargs["k"] = args.k
+    policy = build_policy(args.policy, **kwargs)
     session = SimulSession(model, policy, source_lang=args.source_lang, target_lang=args.target_lang,
                            task=args.task, sample_rate=rate)
     return session, rate
