@@ -172,3 +172,25 @@ def test_an_end_of_sentence_before_the_source_ends_reads_on(model, audio, monkey
         session.push(piece, final=i == len(pieces) - 2)
     assert calls[:2] == [[2], [4]]  # the first token predicted again with one more unit
     assert session.done and session.words
+
+
+def test_latency_curve_scores_each_lag_as_the_session_decodes_it(model, audio):
+    from nemo_emmett.simul.evaluate import latency_curve
+    from nemo_emmett.simul.latency import SimulInstance, score_directions
+
+    audios, batch = audio
+    refs = list(batch.target_texts)
+    rows = latency_curve(model, audios, refs, ks=[1, 3], progress=False, **LANGS)
+    assert [r["k"] for r in rows] == [1, 3, "offline"]
+    out = simul_translate(model, audios, build_policy("wait-k", k=3, stride=STRIDE), **LANGS)
+    lens = [1000.0 * a.numel() / 16000 for a in audios]
+    ref = score_directions([SimulInstance(h, d, n, r, e, "en-de") for (h, d, e), r, n in zip(out, refs, lens)])
+    plain = {key: v for key, v in ref["en-de"].items() if not key.endswith("_CA")}  # _CA: wall time differs
+    assert {key: rows[1][key] for key in plain} == plain and rows[1]["AL_CA"] >= rows[1]["AL"]
+    # Offline: every word is written once the whole source is read, so AL is the mean source length.
+    assert rows[2]["AL"] == pytest.approx(sum(lens) / len(lens))
+    assert rows[0]["AL"] < rows[2]["AL"]
+    with pytest.raises(ValueError, match=r"ks must be positive integers, got \[0\]"):
+        latency_curve(model, audios, refs, ks=[0], progress=False, **LANGS)
+    with pytest.raises(ValueError, match="3 audios but 2 references"):
+        latency_curve(model, audios, refs[:2], ks=[1], progress=False, **LANGS)
