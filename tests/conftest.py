@@ -109,3 +109,11 @@ def tiny_cfg(spm_path) -> dict:
     return {"tokenizer": {"spm_path": spm_path}, "backbone": {"config": dict(TINY_BACKBONE)},
             "perception": dict(TINY_PERCEPTION), "optim": {"optimizer": {"_target_": "torch.optim.AdamW", "lr": 1e-2},
                                                            "lr_scheduler": None}}
+
+
+def synced_module_view(model):
+    """What ``mgcm.step.synced_backward`` needs of the LightningModule, over a bare modular ``model``."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(manual_backward=lambda x, **kw: x.backward(**kw), component_of=model.component_of,
+                           named_parameters=model.named_parameters, components_reached=model.components_reached)

@@ -12,7 +12,7 @@ from nemo_emmett.data.examples import make_text_example
 from nemo_emmett.data.sampler import Batch
 from nemo_emmett.mammoth.modular import ModularTranslation
 from nemo_emmett.parts.optim import build_optimizer_and_scheduler
-from tests.conftest import TINY_PERCEPTION
+from tests.conftest import TINY_PERCEPTION, synced_module_view
 
 
 def task(name, t, s, g, enc, dec, perception=None, prompt="<{target_lang}>"):
@@ -256,10 +256,7 @@ def test_mgcm_synced_path_projects_synchronised_task_gradients(spm_path, tmp_pat
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:
-        stats = synced_backward(SimpleNamespace(manual_backward=lambda x, **kw: x.backward(**kw),
-                                                component_of=model.component_of,
-                                                named_parameters=model.named_parameters,
-                                                components_reached=model.components_reached),
+        stats = synced_backward(synced_module_view(model),
                                 SimpleNamespace(sync=lambda ps: syncs.append((seen(), len(ps)))), batch,
                                 loss.task_shares(), "st", groups)
     finally:

@@ -8,6 +8,7 @@ from lightning.pytorch.utilities import move_data_to_device
 from nemo_emmett.data.batch import FusedBatch
 from nemo_emmett.mgcm.projection import combine, pair_stats
 from nemo_emmett.models.salm_t5 import SalmT5
+from tests.conftest import synced_module_view
 from tests.mgcm.test_mgcm_step import by_module, close, fit, run_hooked_backward, st_asr_batch
 from tests.models.test_salm_t5 import text_batch
 
@@ -122,11 +123,8 @@ def test_synced_path_projects_mt_of_a_fused_step_on_a_modular_model(spm_path, tm
     reference = combine(by_module(grads["st"], groups), {t: by_module(grads[t], groups) for t in ("asr", "mt")})
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:
-        stats = synced_backward(SimpleNamespace(manual_backward=lambda x, **kw: x.backward(**kw),
-                                                component_of=model.component_of,
-                                                named_parameters=model.named_parameters,
-                                                components_reached=model.components_reached),
-                                SimpleNamespace(sync=lambda ps: None), batch, loss.task_shares(), "st", groups)
+        stats = synced_backward(synced_module_view(model), SimpleNamespace(sync=lambda ps: None), batch,
+                                loss.task_shares(), "st", groups)
     finally:
         dist.destroy_process_group()
     assert set(stats) == {"asr", "mt"}
