@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nemo_emmett.parts.metrics import bleu_metric, bleu_signature, bleu_tokenize
+from nemo_emmett.parts.metrics import bleu_metric, bleu_signature, bleu_tokenize, chrf_metric
 
 METRICS = ("AL", "LAAL", "DAL", "AP")
 """Latency metrics of :func:`sentence_latency`; each also as ``<name>_CA`` (computation-aware)."""
@@ -168,7 +168,9 @@ def corpus_latency(instances: Iterable[SimulInstance], *, use_ref_len: bool = Tr
 def score_directions(instances: Iterable[SimulInstance], *, use_ref_len: bool = True,
                      tokenize: str | None = None) -> dict[str, dict[str, float | str | int]]:
     """Per direction: ``BLEU`` (sacrebleu corpus BLEU, the target language's tokenizer unless
-    ``tokenize`` is given), ``bleu_signature``, ``n`` (sentences) and :func:`corpus_latency`."""
+    ``tokenize`` is given), ``bleu_signature``, ``chrF`` (sacrebleu chrF2; BLEU is near 0 where a
+    target word is long and rare, e.g. German numbers written as one word), ``n`` (sentences) and
+    :func:`corpus_latency`."""
     by_direction: dict[str, list[SimulInstance]] = defaultdict(list)
     for ins in instances:
         by_direction[ins.direction].append(ins)
@@ -178,8 +180,10 @@ def score_directions(instances: Iterable[SimulInstance], *, use_ref_len: bool = 
         if missing:
             raise ValueError(f"direction {direction!r}: sentences {missing[:5]} have no reference to score BLEU on")
         tok = tokenize or bleu_tokenize(direction.rpartition("-")[2])
-        bleu = bleu_metric(tok).corpus_score([ins.prediction for ins in group], [[ins.reference for ins in group]])
-        out[direction] = {"BLEU": bleu.score, "bleu_signature": bleu_signature(tok), "n": len(group),
+        hyps, refs = [ins.prediction for ins in group], [[ins.reference for ins in group]]
+        bleu = bleu_metric(tok).corpus_score(hyps, refs)
+        chrf = chrf_metric().corpus_score(hyps, refs)
+        out[direction] = {"BLEU": bleu.score, "bleu_signature": bleu_signature(tok), "chrF": chrf.score, "n": len(group),
                           **corpus_latency(group, use_ref_len=use_ref_len)}
     return out
 

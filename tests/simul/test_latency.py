@@ -7,7 +7,7 @@ import random
 from argparse import Namespace
 
 import pytest
-from sacrebleu.metrics import BLEU
+from sacrebleu.metrics import BLEU, CHRF
 
 from nemo_emmett.simul.latency import (
     SimulInstance,
@@ -89,6 +89,8 @@ def test_bleu_per_direction_with_signature():
     assert sorted(scores) == ["en-de", "en-zh"]
     de = BLEU(tokenize="13a").corpus_score(["das ist gut", "das ist"], [["das ist gut", "das ist schlecht"]])
     assert scores["en-de"]["BLEU"] == de.score
+    de_chrf = CHRF().corpus_score(["das ist gut", "das ist"], [["das ist gut", "das ist schlecht"]])
+    assert scores["en-de"]["chrF"] == de_chrf.score and 0 < de_chrf.score < 100
     assert "tok:13a" in scores["en-de"]["bleu_signature"] and "tok:zh" in scores["en-zh"]["bleu_signature"]
     assert scores["en-de"]["n"] == 2
     assert scores["en-de"]["AL"] == pytest.approx(corpus_latency(ins[:2])["AL"])
