@@ -140,9 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ks", default="1,3,5,7", help="wait-k lags to evaluate (then offline)")
     p.add_argument("--eval-utterances", type=int, default=100, help="ST utterances per direction (0: all)")
     p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {list(ARMS)}")
+    p.add_argument("--combine", nargs="+", type=Path, metavar="RUN_OUT",
+                   help="no training: average the results of these finished runs (e.g. seeds) into --out")
     p.add_argument("overrides", nargs="*", help="Hydra overrides for every arm")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.combine:
+        return combine_runs(args.combine, args.out)
     arms = [a for a in args.arms.split(",") if a]
     unknown = sorted(set(arms) - set(ARMS))
     if unknown:
@@ -203,6 +207,49 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def combine_runs(runs: list[Path], out: Path) -> int:
+    """The runs' results averaged per arm and lag (numbers only; a run lacking an arm is an error),
+    written as ``<out>/simulst_mgcm.{json,md,png}``, with a per-run BLEU table."""
+    loaded = []
+    for run in runs:
+        f = run / "simulst_mgcm.json"
+        if not f.is_file():
+            raise SystemExit(f"--combine: {f} not found (run the recipe with --out {run} first)")
+        loaded.append(json.loads(f.read_text()))
+    arms = list(loaded[0]["arms"])
+    for run, d in zip(runs, loaded):
+        if list(d["arms"]) != arms:
+            raise SystemExit(f"--combine: {run} has arms {list(d['arms'])}, {runs[0]} has {arms}")
+    combined = {arm: average([d["arms"][arm] for d in loaded]) for arm in arms}
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"runs": [str(r) for r in runs], "metas": [d["meta"] for d in loaded]}
+    (out / "simulst_mgcm.json").write_text(json.dumps({"meta": meta, "arms": combined}, indent=2) + "\n")
+    lags = [row["k"] for row in combined[arms[0]]["mean"]]
+    per_run = ["| arm | " + " | ".join(f"BLEU k={k}" for k in lags) + " |", "|---|" + "---:|" * len(lags)]
+    for arm in arms:
+        cells = [" / ".join(str(d["arms"][arm]["mean"][i]["BLEU"]) for d in loaded) for i in range(len(lags))]
+        per_run.append(f"| {arm} | " + " | ".join(cells) + " |")
+    table = (f"Mean of {len(runs)} runs ({', '.join(r.name for r in runs)}):\n\n" + results_tables(combined)
+             + "\n\nST BLEU per run (mean over directions):\n\n" + "\n".join(per_run))
+    (out / "simulst_mgcm.md").write_text(table + "\n")
+    plot(combined, out / "simulst_mgcm.png")
+    print(table)
+    return 0
+
+
+def average(items: list[Any]) -> Any:
+    """The element-wise mean of equally shaped JSON values: numbers averaged (rounded to 4 places),
+    lists and dicts recursively (keys present in every item), anything else taken from the first."""
+    first = items[0]
+    if isinstance(first, bool) or not isinstance(first, (int, float, list, dict)):
+        return first
+    if isinstance(first, (int, float)):
+        return round(mean(items), 4) if all(isinstance(x, (int, float)) for x in items) else first
+    if isinstance(first, list):
+        return [average(list(xs)) for xs in zip(*items)]
+    return {k: average([x[k] for x in items]) for k in first if all(isinstance(x, dict) and k in x for x in items)}
+
+
 def results_tables(results: dict[str, Any]) -> str:
     """Markdown: quality against latency per arm and lag (mean over ST directions), the auxiliary
     tasks' offline scores, and the conflict statistics per module type."""
@@ -256,13 +303,14 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, key in zip(axes, ("AL", "LAAL")):
-        for arm, r in results.items():
+        for i, (arm, r) in enumerate(results.items()):
             rows = [row for row in r["mean"] if key in row]
             xs, ys = [row[key] for row in rows], [row["BLEU"] for row in rows]
             ax.plot(xs, ys, marker="o", label=arm)
-            for row, x, y in zip(rows, xs, ys):
-                ax.annotate(f"k={row['k']}" if row["k"] != "offline" else "off", (x, y), fontsize=7,
-                            textcoords="offset points", xytext=(3, 3))
+            if i == 0:  # the lags sit at nearly the same latency for every arm: labelled once
+                for row, x, y in zip(rows, xs, ys):
+                    ax.annotate("offline" if row["k"] == "offline" else f"k={row['k']}", (x, y), fontsize=7,
+                                textcoords="offset points", xytext=(-8, -12 if row["k"] == "offline" else 4))
         ax.set_xlabel(f"{key} (ms)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("ST BLEU (mean over directions)")

@@ -7,7 +7,8 @@
 #   bash recipes/simulst_mgcm.sh [demo|multi30k] [OUT] [STEPS] [extra Hydra overrides...]
 # demo (default): the embedded demo corpus, 1200 steps per arm (CPU, about 40 minutes on 2 idle cores).
 # multi30k: the Shar of recipes/multi30k.sh (SHAR_ROOT, default shar/; prepared first if missing),
-#   6000 steps per arm by default (CPU hours), its 300 spoken validation sentences per direction.
+#   6000 steps per arm by default (CPU hours), its 300 spoken validation sentences per direction
+#   (EVAL_UTTERANCES=N: the first N).
 # Results: OUT/simulst_mgcm.md (the tables of docs/fidelity.md), OUT/simulst_mgcm.json, OUT/simulst_mgcm.png;
 # a finished arm is kept and skipped when run again (rm -r OUT to redo).
 set -euo pipefail
@@ -28,7 +29,7 @@ case "$CORPUS" in
       PREPARE_ONLY=1 bash recipes/multi30k.sh "${MULTI30K_DIR:-../shared/data/multi30k}" "$SHAR" 6000
     fi
     python recipes/simulst_mgcm.py --out "$OUT" --config-name salm_t5_multi30k --steps "$STEPS" \
-      --eval-utterances 300 shar_root="$SHAR" trainer.max_time=null "$@"
+      --eval-utterances "${EVAL_UTTERANCES:-300}" shar_root="$SHAR" trainer.max_time=null "$@"
     ;;
   *)
     echo "simulst_mgcm.sh: unknown corpus '$CORPUS'; expected demo or multi30k" >&2

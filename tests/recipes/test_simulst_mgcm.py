@@ -69,6 +69,23 @@ def test_three_arms_scored_at_every_lag_with_conflict_statistics(tmp_path, monke
     assert all(f"arm {a}: done before" in caplog.text for a in arms)
     assert json.loads((out / "simulst_mgcm.json").read_text())["arms"] == arms
 
+    # runs (seeds) averaged: a second run with every figure shifted averages to the midpoint
+    other = tmp_path / "other"
+    shifted = json.loads((out / "simulst_mgcm.json").read_text())
+    for r in shifted["arms"].values():
+        for row in r["mean"]:
+            row["BLEU"] = round(row["BLEU"] + 2.0, 2)
+    other.mkdir()
+    (other / "simulst_mgcm.json").write_text(json.dumps(shifted))
+    assert simulst.main(["--out", str(tmp_path / "both"), "--combine", str(out), str(other)]) == 0
+    both = json.loads((tmp_path / "both" / "simulst_mgcm.json").read_text())["arms"]
+    for arm, r in both.items():
+        for row, mine in zip(r["mean"], arms[arm]["mean"]):
+            assert row["k"] == mine["k"] and row["BLEU"] == pytest.approx(mine["BLEU"] + 1.0)
+            assert row.get("AL") == (pytest.approx(mine["AL"]) if "AL" in mine else None)
+    k1 = arms["mgcm"]["mean"][0]["BLEU"]
+    assert f"| mgcm | {k1} / {round(k1 + 2.0, 2)} |" in (tmp_path / "both" / "simulst_mgcm.md").read_text()
+
 
 def test_bad_arguments_are_named(tmp_path, capsys):
     simulst = recipe()
