@@ -5,7 +5,7 @@
 # wait-k 1, 3, 5, 7 and offline: BLEU and chrF against AL/LAAL/DAL/AP per arm, the conflict statistics
 # per module type. Run from the repository root:
 #   bash recipes/simulst_mgcm.sh [demo|multi30k] [OUT] [STEPS] [extra Hydra overrides...]
-# demo (default): the embedded demo corpus, 1200 steps per arm (CPU, about 40 minutes on 2 idle cores).
+# demo (default): the embedded demo corpus, 1200 steps per arm (CPU, about 45 minutes on 2 idle cores).
 # multi30k: the Shar of recipes/multi30k.sh (SHAR_ROOT, default shar/; prepared first if missing),
 #   6000 steps per arm by default (CPU hours), its 300 spoken validation sentences per direction
 #   (EVAL_UTTERANCES=N: the first N).
