@@ -11,7 +11,7 @@ the encoder input, Hugging Face ``generate`` for decoding (the hooks act inside 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +73,11 @@ class ModularSalmT5(ModularTasks, SalmT5):
             yield
         finally:
             self._active = previous
+
+    def direction_scope(self, task: str, source_lang: str, target_lang: str) -> AbstractContextManager:
+        """The direction's adapters, for callers that run the backbone themselves (simultaneous decoding);
+        an unknown direction is an error naming the model's tasks."""
+        return self.running(self.task_for(task, source_lang, target_lang))
 
     # ---- components -------------------------------------------------------------------------
     def component_prefix(self, component: Component) -> str:

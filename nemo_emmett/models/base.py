@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import lightning.pytorch as pl
@@ -240,6 +241,12 @@ class TranslationModel(pl.LightningModule, ABC):
     @torch.no_grad()
     def translate_batch(self, batch: TranslationBatch) -> list[str]:
         return [self.text.decode(ids) for ids in self.generate_ids(batch)]
+
+    def direction_scope(self, task: str, source_lang: str, target_lang: str) -> AbstractContextManager:
+        """A block in which the model's modules run one direction when called outside ``logits`` /
+        ``generate_ids`` (simultaneous decoding calls the encoder and decoder itself): nothing to set
+        for a single model; a modular one routes to the direction's components."""
+        return nullcontext()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Checkpoints written before peft name LoRA weights as parts/lora.py's LoRALinear did.

@@ -36,6 +36,9 @@ def frame_samples(perception: object) -> int:
 class SimulSession:
     def __init__(self, model: SalmT5, policy: Policy, *, source_lang: str, target_lang: str, task: str = "st",
                  sample_rate: int):
+        if not isinstance(model, SalmT5):
+            raise TypeError(f"simultaneous decoding: {type(model).__name__} is not supported; it needs a SALM-T5 "
+                            "(SalmT5, or ModularSalmT5 with adapters) trained with model.simul")
         perception = require_streaming(model.perception, "simultaneous decoding")
         rate = getattr(perception.preprocessor, "_sample_rate", model.cfg.perception.sample_rate)
         if sample_rate != rate:
@@ -47,6 +50,9 @@ class SimulSession:
                              f"{s.stride_frames}, the blocks the model's encoder was trained on")
         self.model, self.policy, self.sample_rate = model.eval(), policy, sample_rate
         self.task, self.source_lang, self.target_lang = task, source_lang, target_lang
+        self.scope = lambda: model.direction_scope(task, source_lang, target_lang)  # a modular model's components
+        with self.scope():
+            pass  # an unknown direction fails here, naming the model's tasks
         self.frame_samples = frame_samples(perception)
         self.prompt = model.text.prompt_ids(task=task, source_lang=source_lang, target_lang=target_lang)
         self.start = [model.decoder_start_id, *model.text.target_prefix(target_lang)]
@@ -91,7 +97,7 @@ class SimulSession:
         self.audio = torch.cat([self.audio, samples.detach().float().cpu()])
         if self.audio.numel() == 0:
             raise ValueError("samples: the utterance ended without any audio")
-        with torch.no_grad():
+        with torch.no_grad(), self.scope():
             written = self._advance(final, start)
         self.compute_s += time.perf_counter() - start
         return written
