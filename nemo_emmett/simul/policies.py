@@ -21,6 +21,7 @@ training masks count target positions."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from enum import Enum
 from typing import Any, ClassVar
@@ -37,7 +38,7 @@ def _positive(name: str, value: Any) -> int:
     return value
 
 
-class Policy:
+class Policy(ABC):
     """When to read and when to write; ``stride``: speech encoder frames per unit of the source."""
 
     name: ClassVar[str]
@@ -47,12 +48,12 @@ class Policy:
     def __init__(self, *, stride: int = 4):
         self.stride = _positive("stride", stride)
 
-    def reset(self) -> None:
+    def reset(self) -> None:  # noqa: B027  (an optional hook: stateless policies keep the default)
         """Forget the utterance (a new one starts)."""
 
+    @abstractmethod
     def decide(self, read: int, finished: bool, written: int) -> Action:
         """``read``: units read, ``finished``: whether the source has ended, ``written``: target tokens written."""
-        raise NotImplementedError
 
     def observe(self, hypothesis: Sequence[int], finished: bool) -> None:
         """The full hypothesis decoded after a unit was read (only for ``needs_hypothesis`` policies)."""

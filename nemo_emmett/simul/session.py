@@ -51,8 +51,7 @@ class SimulSession:
         self.model, self.policy, self.sample_rate = model.eval(), policy, sample_rate
         self.task, self.source_lang, self.target_lang = task, source_lang, target_lang
         self.scope = lambda: model.direction_scope(task, source_lang, target_lang)  # a modular model's components
-        with self.scope():
-            pass  # an unknown direction fails here, naming the model's tasks
+        self.scope()  # built, not entered: a direction the model lacks fails here, naming the model's tasks
         self.frame_samples = frame_samples(perception)
         self.prompt = model.text.prompt_ids(task=task, source_lang=source_lang, target_lang=target_lang)
         self.start = [model.decoder_start_id, *model.text.target_prefix(target_lang)]

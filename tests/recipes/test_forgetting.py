@@ -1,30 +1,18 @@
 """The forgetting recipe end to end at tiny sizes (a smoke test of ``recipes/forgetting.py``): stage 1 text
 only, saved as a Hugging Face folder, loaded by stage 2 as its pretrained backbone; three arms; a table."""
 
-import importlib.util
 import json
 import logging
 import os
-import subprocess
-from pathlib import Path
-
-import pytest
 
 from tests.cli.test_scripts import TINY_DEMO, TINY_MODEL
+from tests.recipes.helpers import load_recipe, needs_espeak
 
-REPO = Path(__file__).resolve().parents[2]
-
-pytestmark = pytest.mark.skipif(
-    subprocess.run(["which", "espeak-ng"], capture_output=True).returncode != 0,
-    reason="espeak-ng is not installed (apt-get install -y espeak-ng); the demo corpus needs it",
-)
+pytestmark = needs_espeak
 
 
 def recipe():
-    spec = importlib.util.spec_from_file_location("forgetting_recipe", REPO / "recipes/forgetting.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("forgetting")
 
 
 def test_the_recipe_runs_both_stages_and_every_arm_then_skips_what_is_done(tmp_path, monkeypatch, caplog):

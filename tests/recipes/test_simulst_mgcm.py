@@ -2,29 +2,19 @@
 the simultaneous setting, each decoded at several wait-k lags and offline, conflict statistics read back
 from TensorBoard, tables and a plot; a second run skips the finished arms."""
 
-import importlib.util
 import json
 import logging
-import subprocess
-from pathlib import Path
 
 import pytest
 
 from tests.cli.test_scripts import TINY_DEMO, TINY_MODEL
+from tests.recipes.helpers import load_recipe, needs_espeak
 
-REPO = Path(__file__).resolve().parents[2]
-
-pytestmark = pytest.mark.skipif(
-    subprocess.run(["which", "espeak-ng"], capture_output=True).returncode != 0,
-    reason="espeak-ng is not installed (apt-get install -y espeak-ng); the demo corpus needs it",
-)
+pytestmark = needs_espeak
 
 
 def recipe():
-    spec = importlib.util.spec_from_file_location("simulst_mgcm_recipe", REPO / "recipes/simulst_mgcm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_recipe("simulst_mgcm")
 
 
 def test_three_arms_scored_at_every_lag_with_conflict_statistics(tmp_path, monkeypatch, caplog):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 from torch import nn
 
@@ -107,3 +108,11 @@ def train_steps(model, batch, steps: int) -> list[float]:
         opt.step()
         losses.append(float(loss))
     return losses
+
+
+@pytest.fixture(scope="module")
+def framewise_streams():
+    """Module-wide :func:`framewise_streaming` (use with ``pytest.mark.usefixtures`` or autouse)."""
+    with pytest.MonkeyPatch.context() as mp:
+        framewise_streaming(mp)
+        yield

@@ -10,17 +10,13 @@ from nemo_emmett.mammoth.modular_salm import ModularSalmT5
 from nemo_emmett.simul.policies import build_policy
 from nemo_emmett.simul.session import simul_translate
 from tests.mammoth.test_modular_salm import adapter_cfg, atask
-from tests.simul.helpers import audio_batch, framewise, framewise_streaming, train_steps
+from tests.simul.helpers import audio_batch, framewise, framewise_streams, train_steps  # noqa: F401  (framewise_streams: the fixture of pytestmark)
 
 STRIDE = 2
 LANGS = {"source_lang": "en", "target_lang": "de", "sample_rate": 16000}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _framewise_streams():
-    with pytest.MonkeyPatch.context() as mp:
-        framewise_streaming(mp)
-        yield
+pytestmark = pytest.mark.usefixtures("framewise_streams")
 
 
 @pytest.fixture(scope="module")

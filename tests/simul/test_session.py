@@ -14,7 +14,7 @@ from tests.simul.helpers import (
     FRAME,
     audio_batch,
     framewise,
-    framewise_streaming,
+    framewise_streams,  # noqa: F401  (the fixture of pytestmark)
     simul_cfg,
     train_steps,
 )
@@ -24,11 +24,7 @@ UNIT = STRIDE * FRAME
 LANGS = {"source_lang": "en", "target_lang": "de", "sample_rate": 16000}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _framewise_streams():
-    with pytest.MonkeyPatch.context() as mp:
-        framewise_streaming(mp)
-        yield
+pytestmark = pytest.mark.usefixtures("framewise_streams")
 
 
 @pytest.fixture(scope="module")
