@@ -17,7 +17,7 @@ from nemo_emmett.data.plan import build_plan
 from nemo_emmett.data.shar import list_shards
 from nemo_emmett.data.stream import ShardedStream
 from nemo_emmett.startup import resolve_sources
-from tests.conftest import WordLengthIds, write_text_source
+from tests.conftest import REPO, WordLengthIds, write_text_source
 
 
 @pytest.fixture(autouse=True)
@@ -135,3 +135,15 @@ def test_input_cfg_from_a_yaml_file_and_our_folder_used_in_place(tmp_path):
     assert cfg.input_cfg is None  # resolved into train_sources: resolving again keeps them
     assert resolve_sources(cfg).train_sources == cfg.train_sources
     assert marker_path(a).is_file() and not (tmp_path / "cache" / "input_cfg").exists()
+
+
+def test_input_cfg_composes_from_a_hydra_override():
+    from nemo_emmett.config_store import compose_config
+
+    cfg = compose_config("salm_t5", ["data.input_cfg=[{type: nemo, manifest_filepath: a.json, weight: 2, tags: "
+                                     "{lang: en}}, {type: txt_pair, source_paths: a.en, target_paths: a.de, weight: 1, "
+                                     "source_language: en, target_language: de}]", "data.reweight_temperature=0"],
+                         config_dir=REPO / "conf")
+    data = parse_data_config(cfg.data)
+    assert [(e.type, e.weight) for e in flatten_input_cfg(data.input_cfg, data.reweight_temperature)] == [
+        ("nemo", 0.5), ("txt_pair", 0.5)]  # T=0 equalises the weights 2 and 1

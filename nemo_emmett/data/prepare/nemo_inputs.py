@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 CONVERT_VERSION = 1
 """Bump when a conversion's output changes for the same input (it is part of the cache key)."""
 SHARD_SIZE = 1000
+READER_FIELDS = ("shard_origin", "shar_epoch")
+"""What lhotse's Shar reader adds to ``cut.custom`` (where it read the cut): not the example's, not stored."""
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://|^pipe:")
 
 
@@ -229,7 +231,8 @@ def tag_cuts(cuts, fields_: dict[str, str], extra: dict[str, Any], target_key: s
     task, n = fields_["task"], 0
     keys = (target_key,) if target_key else TARGET_TEXT_FIELDS
     for k, cut in enumerate(cuts):
-        custom = dict(cut.custom or {})
+        custom = {k: str(v) if isinstance(v, Path) else v for k, v in (cut.custom or {}).items()
+                  if k not in READER_FIELDS}
         sup = cut.supervisions[0] if cut.supervisions else None
         transcript = (sup.text or "").strip() if sup is not None else ""
         target = transcript if task == "asr" else str(next((custom[t] for t in keys if t in custom), "")).strip()
