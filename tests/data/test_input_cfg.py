@@ -76,6 +76,10 @@ def test_reweight_temperature_is_nemos_formula_per_level():
     got = [e.weight for e in flatten_input_cfg(tree, 2.0)]  # a scalar is every level's, as NeMo broadcasts it
     top, inner = temperature_reweighting([9, 1], 2.0), temperature_reweighting([1, 3], 2.0)
     np.testing.assert_allclose(got, [top[0] * inner[0], top[0] * inner[1], top[1]])
+    deep = [{"type": "group", "weight": 1, "input_cfg": [
+        {"type": "group", "weight": 1, "input_cfg": [{**shar("x"), "weight": 1}, {**shar("y"), "weight": 3}]},
+        {**shar("z"), "weight": 1}]}, {**shar("q"), "weight": 1}]
+    np.testing.assert_allclose([e.weight for e in flatten_input_cfg(deep)], [1 / 16, 3 / 16, 1 / 4, 1 / 2])
     with pytest.raises(ValueError, match=r"reweight_temperature: expected a number or a list of 2 numbers"):
         flatten_input_cfg(tree, [0.5])
 
