@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 
 
 def resolve_sources(cfg: DataConfig | DictConfig | dict[str, Any]) -> DataConfig:
-    """``cfg`` parsed, with the demo corpus's sources when it lists no training source, and every
-    source's ``num_examples`` counted once (the tokenizer's cache key and the plan's weights read it)."""
+    """``cfg`` parsed, with its training sources: ``train_sources``, or those of NeMo's ``input_cfg`` (then set
+    to null: its weights and tags are in the sources), or the demo corpus's; every source's ``num_examples``
+    counted once (the tokenizer's cache key and the plan's weights read it)."""
     cfg = parse_data_config(cfg)
     train, validation = cfg.train_sources, cfg.validation_sources
     if cfg.input_cfg is not None:
