@@ -4,7 +4,7 @@ dataclasses, a YAML sets only what differs, and an unknown key is an error at co
 Each top-level YAML opens its defaults list with its family's schema (``- schema: salm_t5``); one that
 extends another config switches it with ``- override schema: ...``. A schema is :class:`RunConfig` with
 the model class's config dataclass under ``model``: the composed config holds every default, typed, so
-``model.mgcm.enabled=true`` or ``data.temperature=2`` work without ``+`` whether or not the YAML names the
+``model.mgcm.enabled=true`` or ``data.size_temperature=2`` work without ``+`` whether or not the YAML names the
 key. One exception: ``model.optim`` holds only the blocks given (an open dict), because a block that
 names another ``_target_`` replaces the default one whole (:func:`nemo_emmett.models.config.merge_optim`),
 which a dict merged at composition could no longer tell.

@@ -1,9 +1,10 @@
 """Start-up in one direction: sources, then the tokenizer, then the data module and the model, which
 both receive that tokenizer.
 
-1. :func:`resolve_sources`: the data config with its sources; with none and ``data.demo.enabled``,
-   the embedded demo corpus is built (or found in the cache) and its sources filled in. Nothing
-   after this step writes data.
+1. :func:`resolve_sources`: the data config with its sources: ``data.train_sources``, or NeMo's
+   ``data.input_cfg`` (its entries converted into cached Shar folders where they are not ours:
+   ``data/prepare/nemo_inputs.py``); with neither and ``data.demo.enabled``, the embedded demo corpus
+   is built (or found in the cache) and its sources filled in. Nothing after this step writes data.
 2. :func:`resolve_model_config`: the model config with its tokenizer: its own (``spm_path``,
    ``hf_path`` or the pretrained backbone's folder), ``data.tokenizer.model_path``, or a
    SentencePiece model trained on the training text (cached). The path is written into the config,
@@ -37,10 +38,21 @@ log = logging.getLogger(__name__)
 
 
 def resolve_sources(cfg: DataConfig | DictConfig | dict[str, Any]) -> DataConfig:
-    """``cfg`` parsed, with the demo corpus's sources when it lists no training source, and every
-    source's ``num_examples`` counted once (the tokenizer's cache key and the plan's weights read it)."""
+    """``cfg`` parsed, with its training sources: ``train_sources``, or those of NeMo's ``input_cfg`` (then set
+    to null: its weights and tags are in the sources), or the demo corpus's; every source's ``num_examples``
+    counted once (the tokenizer's cache key and the plan's weights read it)."""
     cfg = parse_data_config(cfg)
     train, validation = cfg.train_sources, cfg.validation_sources
+    if cfg.input_cfg is not None:
+        if train:
+            raise ValueError("data.train_sources and data.input_cfg are both given: give one (input_cfg is NeMo's "
+                             "spelling of the training sources, turned into train_sources at start-up)")
+        from nemo_emmett.data.prepare.nemo_inputs import input_cfg_sources
+
+        train = input_cfg_sources(cfg.input_cfg, cfg.reweight_temperature, allow_incomplete=cfg.allow_incomplete)
+    elif cfg.reweight_temperature is not None:
+        raise ValueError("data.reweight_temperature applies to data.input_cfg only (NeMo's w_i^T per level); for "
+                         "train_sources without weights use data.size_temperature (p_i ~ n_i^(1/T))")
     if not train:
         if not cfg.demo.enabled:
             raise ValueError("data.train_sources is empty and data.demo.enabled is false: nothing to train on")
@@ -50,8 +62,8 @@ def resolve_sources(cfg: DataConfig | DictConfig | dict[str, Any]) -> DataConfig
         validation = validation or demo_validation
     if cfg.tasks is not None:
         train, validation = only_tasks(train, cfg.tasks, "train_sources"), only_tasks(validation, cfg.tasks, None)
-    return dataclasses.replace(
-        cfg, train_sources=[dataclasses.asdict(s) for s in resolve_specs(train, "train_sources",
+    return dataclasses.replace(  # input_cfg is now in train_sources (with its weights): resolving again keeps them
+        cfg, input_cfg=None, reweight_temperature=None, train_sources=[dataclasses.asdict(s) for s in resolve_specs(train, "train_sources",
                                                                          allow_incomplete=cfg.allow_incomplete)],
         validation_sources=[dataclasses.asdict(s) for s in resolve_specs(validation, "validation_sources",
                                                                          allow_incomplete=cfg.allow_incomplete)])

@@ -109,9 +109,9 @@ def test_the_check_catches_a_default_put_back(tmp_path):
     mutated(tmp_path, "salm_t5_multi30k.yaml", {"model": {"backbone": {"config": {"num_heads": 4}}}})  # as salm_t5's
     assert problems_of(Path("salm_t5_multi30k.yaml"), tmp_path / "b", conf) == [
         "model.backbone.config.num_heads: 4 is the default; leave it out"]
-    mutated(tmp_path, "data/default.yaml", {"temperature": 1.0, "text_buckets": {"num_input_bins": 4}})
+    mutated(tmp_path, "data/default.yaml", {"size_temperature": 1.0, "text_buckets": {"num_input_bins": 4}})
     assert problems_of(Path("data/default.yaml"), tmp_path / "c", conf) == [
-        "temperature: 1.0 is the default; leave it out", "text_buckets.num_input_bins: 4 is the default; leave it out"]
+        "size_temperature: 1.0 is the default; leave it out", "text_buckets.num_input_bins: 4 is the default; leave it out"]
 
 
 def test_the_check_catches_an_unknown_key(tmp_path):

@@ -63,14 +63,14 @@ def test_composed_config_holds_every_default_typed(name):
 @pytest.mark.parametrize("name", TOP_LEVEL)
 def test_keys_absent_from_the_yaml_override_without_plus(name):
     cfg = fill_required(compose_config(name, ["model.mgcm.enabled=true", "oomptimizer.enabled=true",
-                                              "data.temperature=2", "model.decoding.beam_size=3"], config_dir=CONF))
+                                              "data.size_temperature=2", "model.decoding.beam_size=3"], config_dir=CONF))
     assert cfg.model.mgcm.enabled is True and cfg.oomptimizer.enabled is True
-    assert cfg.data.temperature == 2.0 and isinstance(cfg.data.temperature, float)  # typed: the int became a float
+    assert cfg.data.size_temperature == 2.0 and isinstance(cfg.data.size_temperature, float)  # typed: the int became a float
     model = parse_model_config(cfg.model, get_class(cfg.model_class).config_class)
     assert model.mgcm.enabled and model.decoding.beam_size == 3
 
 
-@pytest.mark.parametrize("override", ["model.no_such_key=1", "data.temperatur=2.0", "oomptimizer.enable=true",
+@pytest.mark.parametrize("override", ["model.no_such_key=1", "data.size_temperatur=2.0", "oomptimizer.enable=true",
                                       "model.mgcm.enabled=maybe", "seeed=1"])
 def test_an_unknown_key_or_a_mistyped_value_is_a_composition_error(override):
     with pytest.raises(ConfigCompositionException):

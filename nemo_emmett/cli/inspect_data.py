@@ -17,7 +17,7 @@ from nemo_emmett.startup import resolve_run
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = config_parser(__doc__, overrides_example="data.temperature=2.0")
+    p = config_parser(__doc__, overrides_example="data.size_temperature=2.0")
     p.add_argument("--num-batches", type=int, default=300, help="training batches to draw for the summary")
     args = p.parse_args(argv)
     cfg = compose_from_args(args)

@@ -1,7 +1,7 @@
 """Train a nemo_emmett model with Hydra, Lightning and NeMo's exp_manager.
 
     emmett-train --config-name salm_t5 [overrides]          # or: python examples/train.py ...
-    emmett-train --config-name salm_t5 trainer.max_steps=2000 data.temperature=2.0
+    emmett-train --config-name salm_t5 trainer.max_steps=2000 data.size_temperature=2.0
     emmett-train --config-name salm_t5 -m model.label_smoothing=0.0,0.1   # sweep
 
 Re-running the same command resumes from the experiment's last checkpoint (weights, optimizer,

@@ -5,11 +5,14 @@ are errors); :func:`parse_data_config` turns it, or a plain dict, into the datac
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from num2words import num2words
 from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -173,8 +176,23 @@ class DataConfig:
     part of the data without a word. Re-running ``emmett-prepare`` is the fix; this is the way around."""
     demo: DemoConfig = field(default_factory=DemoConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    temperature: float = 1.0
-    """Source weights p_i ~ n_i^(1/T) for sources without an explicit weight; a higher T flattens the mix."""
+    input_cfg: Any = None
+    """NeMo's dataset list instead of ``train_sources`` (``nemo/collections/common/data/lhotse/cutset.py``):
+    entries of type ``lhotse_shar``, ``nemo``, ``nemo_tarred``, ``txt_pair`` and ``group`` (nested, with its
+    own ``input_cfg``), each with a ``weight`` and ``tags`` (task, source_lang, target_lang, dataset), or the
+    path of a YAML file holding that list. Start-up turns it into ``train_sources`` with NeMo's shares of the
+    mix as weights (``data/input_cfg.py``), converting entries that are not our Shar into cached Shar folders
+    (``data/prepare/nemo_inputs.py``). Null: ``train_sources``."""
+    reweight_temperature: Any = None
+    """NeMo's ``reweight_temperature``, for ``input_cfg`` only: each level's weights become w_i^T / sum w_j^T
+    (a number for every nesting level, or a list of one per level, outermost first). T=1 keeps the
+    weights, T=0 equalises them, T<1 favours the small ones: the *opposite* direction of ``size_temperature``."""
+    size_temperature: float = 1.0
+    """Weights of ``train_sources`` without an explicit weight, from their sizes: p_i ~ n_i^(1/T); a higher T
+    flattens the mix (T=1 follows the sizes). Not NeMo's ``reweight_temperature`` (w^T, where lower flattens)."""
+    temperature: float | None = None
+    """Deprecated spelling of ``size_temperature`` (renamed so that it cannot be mistaken for NeMo's
+    ``reweight_temperature``, which goes the other way); still read, with a warning."""
     seed: int = 1234
     """The data stream's seed (the model's initialisation uses the top-level ``seed``)."""
     jitter: float = 0.5
@@ -205,6 +223,13 @@ class DataConfig:
     in every step (MGCM then projects MT too). Needs audio and text training sources."""
 
     def __post_init__(self) -> None:
+        if self.temperature is not None:
+            if self.size_temperature not in (1.0, self.temperature):
+                raise ValueError(f"data.temperature={self.temperature} and data.size_temperature={self.size_temperature}"
+                                 ": give only data.size_temperature (temperature is its deprecated spelling)")
+            log.warning("data.temperature is deprecated: it is data.size_temperature (p_i ~ n_i^(1/T)), not NeMo's "
+                        "reweight_temperature (w_i^T); write data.size_temperature=%s", self.temperature)
+            self.size_temperature, self.temperature = float(self.temperature), None
         if self.fusion not in FUSION_MODES:
             raise ValueError(f"data.fusion: unknown mode {self.fusion!r}; expected one of {', '.join(FUSION_MODES)}")
 

@@ -240,11 +240,12 @@ def check_fusion(train: list[SourceSpec], fusion: str) -> None:
 def build_plan(cfg: DataConfig, text: TokenEncoder) -> DataPlan:
     """The plan of ``cfg``'s sources, with lengths counted by ``text`` (the run's tokenizer)."""
     if not cfg.train_sources:
-        raise ValueError("data.train_sources is empty: give sources, or build the demo corpus first "
-                         "(nemo_emmett.startup.resolve_sources does, when data.demo.enabled)")
+        raise ValueError("data.train_sources is empty: give sources, or let start-up fill them in "
+                         "(nemo_emmett.startup.resolve_sources: from data.input_cfg, or the demo corpus when "
+                         "data.demo.enabled)")
     train = resolve_sources(cfg.train_sources, "train_sources", allow_incomplete=cfg.allow_incomplete)
     validation = resolve_sources(cfg.validation_sources, "validation_sources", allow_incomplete=cfg.allow_incomplete)
-    weights = source_weights(train, cfg.temperature)
+    weights = source_weights(train, cfg.size_temperature)
     if min(s.introduce_at_step for s in train) > 0:
         steps = {s.name: s.introduce_at_step for s in train}
         raise ValueError(f"every training source has introduce_at_step > 0 ({steps}): at least one must start at step 0")
