@@ -1,5 +1,9 @@
 """A trained model as ONE self-contained file, and loading it (or a Lightning checkpoint) back.
 
+The newer format is the Hugging Face-style folder of ``TranslationModel.save_pretrained`` and its
+one-file archive, ``save_to`` (``models/pretrained.py``, ``models/archive.py``); :func:`load_model`
+reads every format, this one included.
+
 Format (suffix ``.emmett`` by convention; any name works): an uncompressed tar, like NeMo's
 ``.nemo``, holding
 
@@ -49,6 +53,7 @@ from omegaconf import OmegaConf
 
 from nemo_emmett.mammoth.component_files import component_member, restrict_tasks, split_state
 from nemo_emmett.mammoth.routing import ModularTasks
+from nemo_emmett.models.archive import EXPECTED as ARCHIVE_EXPECTED
 from nemo_emmett.models.base import TranslationModel
 from nemo_emmett.models.portable import (
     MOVED_CLASSES,  # noqa: F401 (re-exported: where it lived)
@@ -61,6 +66,7 @@ from nemo_emmett.models.portable import (
     with_tokenizer,
     write_tokenizer,
 )
+from nemo_emmett.models.pretrained import CONFIG as PRETRAINED_CONFIG
 from nemo_emmett.parts import lora
 from nemo_emmett.parts.cache import content_folder
 
@@ -190,7 +196,9 @@ def restore_model(path: str | Path, map_location: str | torch.device = "cpu",
 
 def load_model(path: str | Path, *, map_location: str | torch.device = "cpu", model_class: str | None = None,
                directions: list[str] | None = None, merge_lora: bool = False) -> TranslationModel:
-    """An export file (:func:`restore_model`) or a Lightning ``.ckpt`` of a ``TranslationModel``.
+    """A saved model of any of the package's formats: a ``save_pretrained`` folder or its ``save_to``
+    archive (``TranslationModel.from_pretrained`` / ``restore_from``), an ``.emmett`` export
+    (:func:`restore_model`) or a Lightning ``.ckpt`` of a ``TranslationModel``.
     ``directions``: a modular model with only those tasks (a checkpoint is still read whole).
     ``merge_lora``: LoRA adapters merged into their base weights (inference).
 
@@ -198,12 +206,20 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu", mo
     folder, ASR ``.nemo``): they must still exist. ``model_class`` (checkpoints only) overrides the
     class the checkpoint records (``TranslationModel.on_save_checkpoint``; SALM-T5 for older ones). Checkpoints are unpickled in full: load only files you trust."""
     path = Path(path)
+    saved = {"directions": directions, "map_location": map_location, "merge_lora": merge_lora}
+    if path.is_dir():
+        return TranslationModel.from_pretrained(path, **saved)
     if not path.is_file():
-        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+        raise FileNotFoundError(f"model file or folder {str(path)!r} does not exist")
     if tarfile.is_tarfile(path):
+        with tarfile.open(path, "r:") as tar:
+            pretrained = PRETRAINED_CONFIG in tar.getnames()
+        if pretrained:
+            return TranslationModel.restore_from(path, **saved)
         return restore_model(path, map_location, directions, merge_lora=merge_lora)
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{str(path)!r} is neither a model export ({_EXPECTED}) nor a Lightning checkpoint (.ckpt)")
+        raise ValueError(f"{str(path)!r} is neither a saved model ({ARCHIVE_EXPECTED}; {_EXPECTED}) nor a "
+                         "Lightning checkpoint (.ckpt)")
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     cfg = ckpt.get("hyper_parameters", {}).get("cfg") if isinstance(ckpt, dict) else None
     if cfg is None or "state_dict" not in ckpt:
