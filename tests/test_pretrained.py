@@ -59,6 +59,7 @@ def safetensors_keys(path) -> tuple[set[str], dict]:
 
 def test_salm_t5_folder_round_trip(own_tokenizer, tmp_path, wavs):
     model = tiny_model(own_tokenizer)
+    model.backbone.generation_config.no_repeat_ngram_size = 2  # not in the backbone's config: its own file
     folder = model.save_pretrained(tmp_path / "salm", token_equivalent_duration=0.08)
     shutil.rmtree(tmp_path / "run")
 
@@ -78,6 +79,7 @@ def test_salm_t5_folder_round_trip(own_tokenizer, tmp_path, wavs):
     restored = TranslationModel.from_pretrained(folder)  # the class comes from config.json
     assert type(restored) is SalmT5 and not restored.training
     assert restored.text.spm_path == str(folder / "tokenizer" / "tokenizer.model")
+    assert restored.backbone.generation_config.no_repeat_ngram_size == 2
     assert_same_model(model, restored, wavs)
     assert any(model.translate_batch(text_batch(model)))  # not a comparison of empty strings
     assert_same_model(model, SalmT5.from_pretrained(str(folder)), wavs)
