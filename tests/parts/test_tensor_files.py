@@ -13,7 +13,7 @@ def tied_state() -> dict[str, torch.Tensor]:
     emb = torch.randn(5, 3)
     base = torch.arange(12.0)
     return {"shared": emb, "encoder.embed": emb, "decoder.embed": emb, "lm_head": emb.clone(),
-            "first_half": base[:6], "last_half": base[6:], "transposed": emb.t(), "empty": torch.zeros(0)}
+            "head": base[:8], "tail": base[4:], "transposed": emb.t(), "empty": torch.zeros(0)}
 
 
 def test_shared_aliases_lists_identical_views_only():
