@@ -14,6 +14,7 @@ from safetensors import safe_open
 
 from nemo_emmett.export import export_model, load_model
 from nemo_emmett.mammoth.modular import ModularTranslation
+from nemo_emmett.models.backbone_folder import save_backbone_pretrained
 from nemo_emmett.models.base import TranslationModel
 from nemo_emmett.models.salm_t5 import SalmT5
 from tests.mammoth.test_modular import modular_cfg
@@ -174,6 +175,22 @@ def test_archive_round_trip_needs_only_the_file(own_tokenizer, tmp_path, wavs, c
     with tarfile.open(path) as tar:  # unpacked, it is the folder from_pretrained reads
         tar.extractall(tmp_path / "unpacked", filter="data")
     assert_same_model(model, TranslationModel.from_pretrained(tmp_path / "unpacked"), wavs)
+
+
+def test_a_hugging_face_tokenizer_travels_too(spm_path, tmp_path, wavs):
+    from transformers import AutoTokenizer
+
+    hf = save_backbone_pretrained(tiny_model(spm_path), tmp_path / "hf")
+    model = SalmT5({**tiny_model(spm_path).hparams.cfg, "tokenizer": {}, "backbone": {"pretrained_path": str(hf)}})
+    assert model.eval().text.hf_path == str(hf)
+    folder, archive = model.save_pretrained(tmp_path / "m"), model.save_to(tmp_path / "m.nemo")
+    shutil.rmtree(hf)
+    assert json.loads((folder / "config.json").read_text())["tokenizer"] == {"kind": "hf", "path": "tokenizer"}
+    tok = AutoTokenizer.from_pretrained(str(folder), subfolder="tokenizer", local_files_only=True)
+    assert len(tok) == model.text.vocab_size
+    for restored in (TranslationModel.from_pretrained(folder), TranslationModel.restore_from(archive)):
+        assert restored.text.spm_path is None and restored.text.hf_path.endswith("tokenizer")
+        assert_same_model(model, restored, wavs)
 
 
 def test_bad_paths_are_named_with_what_was_expected(spm_path, tmp_path):
