@@ -3,7 +3,12 @@ validation with BLEU/chrF per direction, optimizer set-up, freezing (presets, re
 
 A family implements three hooks: ``build_backbone`` (its modules), ``logits`` (teacher-forced
 scores aligned with ``batch.target_ids``) and ``generate_ids`` (decoding); ``backbone_dim``
-(the width the perception projects to) defaults to the backbone's input embedding width."""
+(the width the perception projects to) defaults to the backbone's input embedding width.
+
+Every family saves and loads like the ecosystem: ``save_pretrained`` / ``from_pretrained`` (a Hugging
+Face-style folder, ``models/pretrained.py``) and ``save_to`` / ``restore_from`` (that folder as one file,
+``models/archive.py``); a modular family splits its weights by component (``split_weights``) and builds
+only some directions (``restricted_config``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What a saved model needs to be rebuilt anywhere: its self-contained config, its tokenizer files, its class by name.
+"""What a saved model needs to be rebuilt anywhere: its self-contained config, tokenizer files and class.
 
 Shared by the two saved formats, the ``.emmett`` export (``export.py``) and the Hugging Face-style
 folder and its archive (``models/pretrained.py``, ``models/archive.py``). The model is typed loosely

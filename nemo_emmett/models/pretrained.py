@@ -1,4 +1,6 @@
-"""A model as a Hugging Face-style folder (``save_pretrained`` / ``from_pretrained``): config.json, safetensors, tokenizer, PEFT adapters.
+"""A model as a Hugging Face-style folder (config.json, safetensors, tokenizer, PEFT adapters) and back.
+
+``TranslationModel.save_pretrained`` / ``from_pretrained`` delegate here.
 
 The contract of ``huggingface_hub.ModelHubMixin`` (which NeMo's speechlm2 ``HFHubMixin`` builds on),
 without the hub: a folder holding
@@ -19,7 +21,9 @@ without the hub: a folder holding
   not in ``model.safetensors`` (``parts/lora.py``).
 * ``generation_config.json``: the backbone's generation defaults, where it has them.
 
-Unlike the mixin, nothing is downloaded: a path that is not a local folder is an error that says so.
+The methods and files are the mixin's, but not its code: its ``from_pretrained`` downloads any name
+that is not a local folder (here, nothing is downloaded: such a name is an error that says so), and it
+reads the weights as one file, where a modular model reads only some components' files.
 The ``.emmett`` export (``export.py``) is the older single-file format; ``models/archive.py`` packs
 this folder into one file."""
 

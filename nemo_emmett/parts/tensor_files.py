@@ -1,4 +1,4 @@
-"""State dicts as safetensors files: tensors that share memory (tied embeddings) written once, read back under every name.
+"""State dicts as safetensors files, tied tensors written once and read back under every name.
 
 safetensors refuses tensors that share memory, which tied weights do (T5's ``shared.weight`` is also
 ``encoder.embed_tokens.weight``, ``decoder.embed_tokens.weight`` and often ``lm_head.weight``). Like
