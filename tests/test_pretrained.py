@@ -132,6 +132,37 @@ def test_modular_model_loads_only_the_asked_directions_components(spm_path, tmp_
     assert sorted(part.component_modules()) == sorted(model.tasks["mt:en-fr"].components())
 
 
+def other_family(name, spm_path):
+    """BESTOW-GPT (GPT-2's tied LM head) and the modular SALM-T5 (adapter components of a frozen backbone)."""
+    from tests.mammoth.test_modular_salm import adapter_cfg
+    from tests.models.test_bestow_gpt import TINY_GPT2, talkative
+
+    torch.manual_seed(0)
+    if name == "bestow_gpt":
+        from nemo_emmett.models.bestow_gpt import BestowGpt
+
+        return talkative(BestowGpt({"tokenizer": {"spm_path": spm_path}, "backbone": {"config": dict(TINY_GPT2)},
+                                    "cross_attention": {"num_layers": 1, "num_heads": 4, "ff_dim": 32}}))
+    from nemo_emmett.mammoth.modular_salm import ModularSalmT5
+
+    model = ModularSalmT5(adapter_cfg(spm_path)).eval()
+    with torch.no_grad():
+        for p in model.adapters.parameters():  # fresh adapters change nothing
+            p.add_(0.01 * torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("family", ["bestow_gpt", "modular_salm_t5"])
+def test_the_other_families_round_trip_through_the_archive(spm_path, tmp_path, family):
+    model = other_family(family, spm_path)
+    restored = TranslationModel.restore_from(model.save_to(tmp_path / "m.nemo"))
+    assert type(restored) is type(model)
+    batch = modular_batch(model, [("de", "en"), ("en", "de")])
+    with torch.no_grad():
+        assert torch.equal(restored.logits(batch)[0], model.logits(batch)[0])
+    assert restored.translate_batch(batch) == model.translate_batch(batch)
+
+
 def test_lora_adapters_are_saved_in_peft_format(spm_path, tmp_path, wavs):
     from peft import PeftConfig
 
