@@ -94,9 +94,12 @@ def test_saving_over_a_saved_model_replaces_it_and_never_a_foreign_folder(spm_pa
     assert not (folder / "stale.txt").exists() and (folder / "model.safetensors").is_file()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
-    with pytest.raises(FileExistsError, match=r"mine.*not an empty folder or a saved nemo_emmett model"):
-        model.save_pretrained(tmp_path / "mine")
-    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text('{"model_type": "t5"}')  # a Hugging Face model's folder
+    for other in ("mine", "hf"):
+        with pytest.raises(FileExistsError, match=rf"{other}' exists and is not an empty folder or a saved nemo_emmett"):
+            model.save_pretrained(tmp_path / other)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep" and (tmp_path / "hf" / "config.json").is_file()
 
 
 def test_modular_model_loads_only_the_asked_directions_components(spm_path, tmp_path):
