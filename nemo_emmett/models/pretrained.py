@@ -120,7 +120,7 @@ def save_folder(model: nn.Module, folder: str | Path, *, token_equivalent_durati
     beside it and moved into place, so a reader never sees half of it; an existing folder is replaced
     only if it is empty or a saved model itself."""
     folder = Path(folder)
-    if folder.exists() and not (folder.is_dir() and (not any(folder.iterdir()) or (folder / CONFIG).is_file())):
+    if folder.exists() and not (folder.is_dir() and (not any(folder.iterdir()) or _is_saved_model(folder))):
         raise FileExistsError(f"{str(folder)!r} exists and is not an empty folder or a saved nemo_emmett model: "
                               "save_pretrained writes a new folder (or replaces a saved model)")
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -138,6 +138,14 @@ def save_folder(model: nn.Module, folder: str | Path, *, token_equivalent_durati
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return folder
+
+
+def _is_saved_model(folder: Path) -> bool:
+    """Whether ``folder`` holds a saved model of this format (a Hugging Face model's config.json is not one)."""
+    try:
+        return json.loads((folder / CONFIG).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 # ---- load --------------------------------------------------------------------------------------
