@@ -1,5 +1,9 @@
 """A trained model as ONE self-contained file, and loading it (or a Lightning checkpoint) back.
 
+The newer format is the Hugging Face-style folder of ``TranslationModel.save_pretrained`` and its
+one-file archive, ``save_to`` (``models/pretrained.py``, ``models/archive.py``); :func:`load_model`
+reads every format, this one included.
+
 Format (suffix ``.emmett`` by convention; any name works): an uncompressed tar, like NeMo's
 ``.nemo``, holding
 
@@ -33,14 +37,9 @@ are read straight from the archive.
 
 from __future__ import annotations
 
-import atexit
-import dataclasses
-import hashlib
-import importlib
 import json
 import logging
 import os
-import shutil
 import tarfile
 import tempfile
 import zipfile
@@ -54,9 +53,22 @@ from omegaconf import OmegaConf
 
 from nemo_emmett.mammoth.component_files import component_member, restrict_tasks, split_state
 from nemo_emmett.mammoth.routing import ModularTasks
+from nemo_emmett.models.archive import EXPECTED as ARCHIVE_EXPECTED
 from nemo_emmett.models.base import TranslationModel
-from nemo_emmett.modules.perception import module_configs
+from nemo_emmett.models.portable import (
+    MOVED_CLASSES,  # noqa: F401 (re-exported: where it lived)
+    TOKENIZER_DIR,
+    class_path,
+    import_model_class,
+    model_sampling_rate,
+    self_contained_config,
+    tokenizer_members,
+    with_tokenizer,
+    write_tokenizer,
+)
+from nemo_emmett.models.pretrained import CONFIG as PRETRAINED_CONFIG
 from nemo_emmett.parts import lora
+from nemo_emmett.parts.cache import content_folder
 
 log = logging.getLogger(__name__)
 
@@ -64,50 +76,18 @@ FORMAT = "nemo_emmett.export"
 FORMAT_VERSION = 1
 SUFFIX = ".emmett"
 DEFAULT_MODEL_CLASS = "nemo_emmett.models.salm_t5.SalmT5"
-MOVED_CLASSES = {
-    "nemo_emmett.models.modular.ModularTranslation": "nemo_emmett.mammoth.modular.ModularTranslation",
-    "nemo_emmett.models.modular_salm.ModularSalmT5": "nemo_emmett.mammoth.modular_salm.ModularSalmT5",
-}
-"""Model classes that moved when the package was laid out by idea (0.2.0): checkpoints and exports
-written before name the old path, which is read as the new one (with a log line saying so)."""
 META, CONFIG, WEIGHTS, GENERATION = "meta.json", "model_config.yaml", "model_weights.pt", "generation_config.json"
-TOKENIZER_DIR = "tokenizer"
 ADAPTER_DIR = "adapter"
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = f"{ADAPTER_DIR}/{lora.CONFIG_FILE}", f"{ADAPTER_DIR}/{lora.WEIGHTS_FILE}"
 _REQUIRED = (META, CONFIG, WEIGHTS)
 _EXPECTED = (f"a tar archive written by nemo_emmett.export.export_model (examples/export.py) "
              f"holding {', '.join(_REQUIRED)} and {TOKENIZER_DIR}/")
 
-_NOT_EXPORTED = ("_name_or_path", "transformers_version")  # provenance that would point at the old folder
-
-
-def model_sampling_rate(model: TranslationModel) -> int:
-    """The sampling rate the model's preprocessor expects (a NeMo ASR encoder brings its own)."""
-    if model.perception is None:  # a text-only model
-        return int(model.cfg.perception.sample_rate)
-    rate = module_configs(model.perception)["preprocessor"].get("sample_rate")
-    return int(rate) if rate is not None else int(model.cfg.perception.sample_rate)
-
-
-def class_path(model: TranslationModel) -> str:
-    return f"{type(model).__module__}.{type(model).__qualname__}"
-
 
 # ---- export ------------------------------------------------------------------------------------
 def export_config(model: TranslationModel, tokenizer_path: str) -> dict[str, Any]:
     """The model's config with every external path replaced by what the archive holds."""
-    cfg = dataclasses.asdict(model.cfg)
-    spm = model.text.spm_path is not None
-    cfg["tokenizer"]["spm_path"] = tokenizer_path if spm else None
-    cfg["tokenizer"]["hf_path"] = None if spm else tokenizer_path
-    if hasattr(model.backbone, "config"):  # a Hugging Face backbone (modular models build their own stacks)
-        hf = model.backbone.config.to_dict()  # the config's own vocab size and special ids win on restore
-        for key in _NOT_EXPORTED:
-            hf.pop(key, None)
-        cfg["backbone"] = {**cfg["backbone"], "pretrained_path": None, "config": hf}
-    if model.perception is not None:
-        cfg["perception"] = {**cfg["perception"], "pretrained_asr": None, **module_configs(model.perception)}
-    return cfg
+    return self_contained_config(model, tokenizer_path)
 
 
 def export_model(model: TranslationModel, path: str | Path, *, token_equivalent_duration: float | None = None) -> Path:
@@ -118,14 +98,7 @@ def export_model(model: TranslationModel, path: str | Path, *, token_equivalent_
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
         stage = Path(tmp) / "content"
-        tok_dir = stage / TOKENIZER_DIR
-        tok_dir.mkdir(parents=True)
-        if model.text.spm_path is not None:
-            kind, rel = "spm", f"{TOKENIZER_DIR}/tokenizer.model"
-            shutil.copyfile(model.text.spm_path, stage / rel)
-        else:
-            kind, rel = "hf", TOKENIZER_DIR
-            model.text.tok.save_pretrained(str(tok_dir))
+        kind, rel = write_tokenizer(model, stage)
         meta: dict[str, Any] = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -192,9 +165,8 @@ def restore_model(path: str | Path, map_location: str | torch.device = "cpu",
         cls = _import_model_class(meta.get("model_class"), path, meta.get("nemo_emmett_version"))
         cfg = OmegaConf.to_container(OmegaConf.create(_read_member(tar, CONFIG, path).decode()), resolve=True)
         tok_dir = _extract_tokenizer(tar, path)
-        tok_path = str(tok_dir / PurePosixPath(meta["tokenizer"]["path"]).relative_to(TOKENIZER_DIR))
-        key = "spm_path" if meta["tokenizer"]["kind"] == "spm" else "hf_path"
-        cfg["tokenizer"] = {**cfg["tokenizer"], "spm_path": None, "hf_path": None, key: tok_path}
+        tok_path = tok_dir / PurePosixPath(meta["tokenizer"]["path"]).relative_to(TOKENIZER_DIR)
+        cfg = with_tokenizer(cfg, meta["tokenizer"]["kind"], tok_path)
         if directions is not None:
             cfg = _restricted(cfg, directions, path)
         model = cls(cfg)
@@ -224,7 +196,9 @@ def restore_model(path: str | Path, map_location: str | torch.device = "cpu",
 
 def load_model(path: str | Path, *, map_location: str | torch.device = "cpu", model_class: str | None = None,
                directions: list[str] | None = None, merge_lora: bool = False) -> TranslationModel:
-    """An export file (:func:`restore_model`) or a Lightning ``.ckpt`` of a ``TranslationModel``.
+    """A saved model of any of the package's formats: a ``save_pretrained`` folder or its ``save_to``
+    archive (``TranslationModel.from_pretrained`` / ``restore_from``), an ``.emmett`` export
+    (:func:`restore_model`) or a Lightning ``.ckpt`` of a ``TranslationModel``.
     ``directions``: a modular model with only those tasks (a checkpoint is still read whole).
     ``merge_lora``: LoRA adapters merged into their base weights (inference).
 
@@ -232,12 +206,20 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu", mo
     folder, ASR ``.nemo``): they must still exist. ``model_class`` (checkpoints only) overrides the
     class the checkpoint records (``TranslationModel.on_save_checkpoint``; SALM-T5 for older ones). Checkpoints are unpickled in full: load only files you trust."""
     path = Path(path)
+    saved = {"directions": directions, "map_location": map_location, "merge_lora": merge_lora}
+    if path.is_dir():
+        return TranslationModel.from_pretrained(path, **saved)
     if not path.is_file():
-        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+        raise FileNotFoundError(f"model file or folder {str(path)!r} does not exist")
     if tarfile.is_tarfile(path):
+        with tarfile.open(path, "r:") as tar:
+            pretrained = PRETRAINED_CONFIG in tar.getnames()
+        if pretrained:
+            return TranslationModel.restore_from(path, **saved)
         return restore_model(path, map_location, directions, merge_lora=merge_lora)
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{str(path)!r} is neither a model export ({_EXPECTED}) nor a Lightning checkpoint (.ckpt)")
+        raise ValueError(f"{str(path)!r} is neither a saved model ({ARCHIVE_EXPECTED}; {_EXPECTED}) nor a "
+                         "Lightning checkpoint (.ckpt)")
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     cfg = ckpt.get("hyper_parameters", {}).get("cfg") if isinstance(ckpt, dict) else None
     if cfg is None or "state_dict" not in ckpt:
@@ -317,66 +299,15 @@ def _read_json(tar: tarfile.TarFile, name: str, path: Path | str) -> dict[str, A
 
 
 def _import_model_class(name: Any, path: Path | str, version: str | None) -> type[TranslationModel]:
-    written_by = f" (written by nemo_emmett {version})" if version else ""
-    if not isinstance(name, str) or "." not in name:
-        raise ValueError(f"{str(path)!r}: model class {name!r} is not a dotted 'module.Class' path")
-    if name in MOVED_CLASSES:
-        log.info("%r: model class %s%s moved to %s; loading it from there", str(path), name, written_by,
-                 MOVED_CLASSES[name])
-        name = MOVED_CLASSES[name]
-    module_name, _, cls_name = name.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), cls_name)
-    except (ImportError, AttributeError) as e:
-        raise ImportError(f"{str(path)!r}: model class {name!r}{written_by} cannot be imported: {e}") from e
-    if not (isinstance(cls, type) and issubclass(cls, TranslationModel)):
-        raise TypeError(f"{str(path)!r}: {name!r} is not a nemo_emmett TranslationModel")
-    return cls
+    return import_model_class(name, path, version, TranslationModel)
 
 
 def _extract_tokenizer(tar: tarfile.TarFile, path: Path) -> Path:
     """The archive's ``tokenizer/`` files in a folder keyed by their content (kept for reuse)."""
-    files: dict[str, bytes] = {}
-    for m in tar.getmembers():
-        p = PurePosixPath(m.name)
-        if p.parts[:1] != (TOKENIZER_DIR,) or not m.isfile():
-            continue
-        if p.is_absolute() or ".." in p.parts:
-            raise ValueError(f"{str(path)!r}: unsafe member name {m.name!r}")
-        files[str(p.relative_to(TOKENIZER_DIR))] = tar.extractfile(m).read()
+    files = tokenizer_members(tar, path)
     if not files:
         raise ValueError(f"{str(path)!r}: no {TOKENIZER_DIR}/ files in the archive (expected {_EXPECTED})")
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
-    key = f"tok-{digest.hexdigest()[:20]}"
-    from nemo_emmett.parts.cache import cache_dir
-
-    try:
-        return _materialise(cache_dir() / "exports", key, files)
-    except OSError as e:  # read-only home, say: a folder for this process only
-        tmp = Path(tempfile.mkdtemp(prefix="emmett-tok-"))
-        atexit.register(shutil.rmtree, tmp, True)
-        log.warning("Cannot write the tokenizer cache (%s); using %s for this process (set NEMO_EMMETT_CACHE)", e, tmp)
-        return _materialise(tmp, key, files)
-
-
-def _materialise(root: Path, key: str, files: dict[str, bytes]) -> Path:
-    target = root / key
-    if target.is_dir():
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}."))
-    for name, data in files.items():
-        (stage / name).parent.mkdir(parents=True, exist_ok=True)
-        (stage / name).write_bytes(data)
-    try:
-        os.rename(stage, target)
-    except OSError:  # another process got there first: same content
-        shutil.rmtree(stage, ignore_errors=True)
-        if not target.is_dir():
-            raise
-    return target
+    return content_folder(files, "exports", "tok")
 
 
 def _check_local_files(cfg: dict[str, Any], ckpt: Path) -> None:

@@ -313,7 +313,7 @@ def test_model_classes_that_moved_in_the_layout_by_idea_still_load(caplog):
     from nemo_emmett.mammoth.modular import ModularTranslation
     from nemo_emmett.mammoth.modular_salm import ModularSalmT5
 
-    with caplog.at_level(logging.INFO, logger="nemo_emmett.export"):
+    with caplog.at_level(logging.INFO, logger="nemo_emmett"):
         assert _import_model_class("nemo_emmett.models.modular.ModularTranslation", "old.ckpt", None) is ModularTranslation
     assert "moved to nemo_emmett.mammoth.modular.ModularTranslation" in caplog.text
     assert _import_model_class("nemo_emmett.models.modular_salm.ModularSalmT5", "old.ckpt", "0.1.0") is ModularSalmT5

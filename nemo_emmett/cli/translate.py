@@ -30,7 +30,8 @@ PROG = "emmett-translate"
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="model export file (.emmett) or Lightning .ckpt")
+    p.add_argument("--model", required=True,
+                   help="saved model: a save_pretrained folder, a .nemo archive, an .emmett export or a Lightning .ckpt")
     p.add_argument("--model-class", default=None,
                    help="model class of a .ckpt (default: the class the checkpoint records)")
     src = p.add_mutually_exclusive_group(required=True)
@@ -65,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_args(args: argparse.Namespace) -> None:
     """Cheap checks first, before the model (and NeMo) load."""
-    for name in ("model", "text_file", "reference", "manifest"):
+    if not Path(args.model).exists():  # a file, or a save_pretrained folder
+        raise FileNotFoundError(f"--model {args.model!r} does not exist")
+    for name in ("text_file", "reference", "manifest"):
         value = getattr(args, name)
         if value is not None and not Path(value).is_file():
             raise FileNotFoundError(f"--{name.replace('_', '-')} {value!r} does not exist")

@@ -16,6 +16,7 @@ from torch import nn
 from nemo_emmett.data.batch import TranslationBatch
 from nemo_emmett.data.examples import direction_key
 from nemo_emmett.mammoth.component import Component, components_from_names, longest_prefix_first, owner
+from nemo_emmett.mammoth.component_files import restrict_tasks, split_state
 from nemo_emmett.mammoth.sync import place
 from nemo_emmett.mammoth.tasks import ModularTaskConfig, check_modular
 from nemo_emmett.parts.text_processor import TextProcessor
@@ -97,6 +98,16 @@ class ModularTasks:
                 raise RuntimeError(f"parameter {pname!r} belongs to no component")
             out[pname] = c.name
         return out
+
+    def split_weights(self, state: dict[str, torch.Tensor]
+                      ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+        """Each component's entries apart (a saved model's ``components/<name>.safetensors``), the rest together."""
+        return split_state(state, self.components.values())
+
+    @classmethod
+    def restricted_config(cls, cfg: dict[str, Any], directions: list[str]) -> dict[str, Any]:
+        """The task table cut down to ``directions``' tasks, so that only their components are built."""
+        return restrict_tasks(cfg, directions)
 
     def mgcm_components(self) -> dict[str, str] | None:
         """MGCM ``component`` granularity: one module per named component (the first match wins)."""

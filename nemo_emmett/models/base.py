@@ -3,13 +3,19 @@ validation with BLEU/chrF per direction, optimizer set-up, freezing (presets, re
 
 A family implements three hooks: ``build_backbone`` (its modules), ``logits`` (teacher-forced
 scores aligned with ``batch.target_ids``) and ``generate_ids`` (decoding); ``backbone_dim``
-(the width the perception projects to) defaults to the backbone's input embedding width."""
+(the width the perception projects to) defaults to the backbone's input embedding width.
+
+Every family saves and loads like the ecosystem: ``save_pretrained`` / ``from_pretrained`` (a Hugging
+Face-style folder, ``models/pretrained.py``) and ``save_to`` / ``restore_from`` (that folder as one file,
+``models/archive.py``); a modular family splits its weights by component (``split_weights``) and builds
+only some directions (``restricted_config``)."""
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -19,7 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 from nemo_emmett.data.batch import FusedBatch, TranslationBatch, batch_parts
 from nemo_emmett.data.examples import direction_key
 from nemo_emmett.mgcm.step import MGCMStep
+from nemo_emmett.models.archive import open_archive, save_archive
 from nemo_emmett.models.config import ModelConfig, parse_model_config
+from nemo_emmett.models.pretrained import load_saved, open_folder, save_folder
 from nemo_emmett.modules.hf_backbone import (
     check_local_folder,
     check_vocab_fits,
@@ -128,6 +136,18 @@ class TranslationModel(pl.LightningModule, ABC):
 
     def check_config(self) -> None:
         """Checks of the parsed config beyond its types, before anything is built (none by default)."""
+
+    def split_weights(self, state: dict[str, torch.Tensor]
+                      ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+        """``({component name: its entries}, the rest)`` of a state dict: what a saved model holds in a
+        file per component (modular models) and in its main weights file. None by default: all the rest."""
+        return {}, dict(state)
+
+    @classmethod
+    def restricted_config(cls, cfg: dict[str, Any], directions: list[str]) -> dict[str, Any]:
+        """The config (plain, parsed from a saved model) of this model with only ``directions``' parts
+        (``mt:en-de`` or task names); unchanged where every direction runs the whole model."""
+        return cfg
 
     @classmethod
     def build_text(cls, cfg: ModelConfig) -> TextProcessor:
@@ -247,6 +267,39 @@ class TranslationModel(pl.LightningModule, ABC):
         ``generate_ids`` (simultaneous decoding calls the encoder and decoder itself): nothing to set
         for a single model; a modular one routes to the direction's components."""
         return nullcontext()
+
+    # ---- saving and loading like the ecosystem (models/pretrained.py, models/archive.py) --------
+    def save_pretrained(self, save_directory: str | Path, *, token_equivalent_duration: float | None = None) -> Path:
+        """The model as a Hugging Face-style folder: ``config.json``, ``model.safetensors``
+        (``components/<name>.safetensors`` per component of a modular model), ``tokenizer/``,
+        ``adapter/`` (LoRA, PEFT's format), ``generation_config.json``. Returns the folder."""
+        return save_folder(self, save_directory, token_equivalent_duration=token_equivalent_duration)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *, directions: list[str] | None = None,
+                        map_location: str | torch.device = "cpu", merge_lora: bool = False) -> TranslationModel:
+        """The model in a local folder written by :meth:`save_pretrained` (or an archive of one,
+        :meth:`save_to`), on ``map_location``, in eval mode, strictly loaded; the class is the one
+        ``config.json`` names (``cls`` or a subclass). Nothing is downloaded: a name that is not a local
+        path is an error. ``directions`` (modular models): only those tasks' components are built and read."""
+        path = Path(pretrained_model_name_or_path)
+        if path.is_file():
+            return cls.restore_from(path, directions=directions, map_location=map_location, merge_lora=merge_lora)
+        return load_saved(open_folder(path), cls, directions=directions, map_location=map_location,
+                          merge_lora=merge_lora)
+
+    def save_to(self, save_path: str | Path, *, token_equivalent_duration: float | None = None) -> Path:
+        """The :meth:`save_pretrained` folder as one uncompressed tar file, NeMo's ``.nemo`` idea (suffix
+        ``.nemo`` by convention). Returns its path."""
+        return save_archive(self, save_path, token_equivalent_duration=token_equivalent_duration)
+
+    @classmethod
+    def restore_from(cls, restore_path: str | Path, *, directions: list[str] | None = None,
+                     map_location: str | torch.device = "cpu", merge_lora: bool = False) -> TranslationModel:
+        """The model in an archive written by :meth:`save_to` (as :meth:`from_pretrained`); needs nothing
+        but the file (the tokenizer goes to the cache, ``$NEMO_EMMETT_CACHE``)."""
+        with open_archive(restore_path) as files:
+            return load_saved(files, cls, directions=directions, map_location=map_location, merge_lora=merge_lora)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Checkpoints written before peft name LoRA weights as parts/lora.py's LoRALinear did.

@@ -84,7 +84,7 @@ class EmmettSimulAgent(SpeechToTextAgent):
     @staticmethod
     def add_args(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--model", required=True,
-                            help="nemo_emmett model: an export (.emmett) or a Lightning checkpoint (.ckpt)")
+                            help="nemo_emmett model: a save_pretrained folder, a .nemo archive, an .emmett export or a Lightning .ckpt")
         parser.add_argument("--policy", default="wait-k", help="simultaneous policy (nemo_emmett.simul.policies)")
         parser.add_argument("--k", type=positive_int("--k"), default=3, help="wait-k: chunks read before writing")
         parser.add_argument("--chunk-ms", type=positive_int("--chunk-ms"), default=320,
