@@ -9,7 +9,7 @@ Both arms train the same T5 (``conf/forgetting_multi30k.yaml``, i.e. ``salm_t5_m
 random init, the same seed) with the same SentencePiece tokenizer (trained once by the pipeline, before the
 arms start), the same target-language tag prompt (``<de>`` then the source ids, no EOS; the target ids then
 EOS), the same optimizer and LR schedule (``model.optim``: AdamW, no decay on biases and norms,
-``warmup_inverse_sqrt``), the same gradient clipping and fp32:
+NeMo's ``InverseSquareRootAnnealing``), the same gradient clipping and fp32:
 
 * ``plain``: what a user writes without us: ``T5ForConditionalGeneration``, every training pair of the six
   directions tokenized up front, random batches of a fixed size (``--plain-batch-size``) padded to their

@@ -97,7 +97,7 @@ def test_an_optimizer_with_another_target_replaces_the_default_block():
     cfg = compose_config("salm_t5", ["model.optim.optimizer={_target_: torch.optim.SGD, lr: 0.1}"], config_dir=CONF)
     optim = parse_model_config(cfg.model).optim
     assert optim["optimizer"] == {"_target_": "torch.optim.SGD", "lr": 0.1}  # no AdamW betas or weight decay
-    assert optim["lr_scheduler"]["_target_"] == "nemo_emmett.parts.optim.warmup_inverse_sqrt"  # kept
+    assert optim["lr_scheduler"]["_target_"] == "nemo.core.optim.lr_scheduler.InverseSquareRootAnnealing"  # kept
     cfg = compose_config("salm_t5", ["model.optim.optimizer.weight_decay=0.0", "model.optim.lr_scheduler=null"],
                          config_dir=CONF)
     optim = parse_model_config(cfg.model).optim
