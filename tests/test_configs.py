@@ -11,7 +11,7 @@ from nemo_emmett.config_store import FAMILIES, compose_config
 from nemo_emmett.data.config import parse_data_config
 from nemo_emmett.models.config import parse_model_config
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "nemo_emmett" / "conf"
 TOP_LEVEL = sorted(p.stem for p in CONF.glob("*.yaml"))
 GROUPS = sorted(p for p in CONF.rglob("*.yaml") if p.parent != CONF)
 
