@@ -4,7 +4,7 @@
     python benchmarks/mgcm.py                 # 200 steps per method (about 15 minutes on 2 busy cores)
     python benchmarks/mgcm.py --quick         # 6 steps, 1 validation batch, 1 memory run (the test runs it)
 
-One process, one thread, one seed. The model of ``conf/salm_t5.yaml`` (random init, seeded), the
+One process, one thread, one seed. The model of ``nemo_emmett/conf/salm_t5.yaml`` (random init, seeded), the
 demo corpus (``EmmettDataModule`` with the default data config; built once and cached), the same
 training batches in the same order for every method, AdamW + warmup-inverse-sqrt as in the config,
 gradient clipping at 1.0. Methods differ only in how the step's gradient is formed:
@@ -82,7 +82,7 @@ CLIP = 1.0
 def compose_config(overrides: list[str]):
     from nemo_emmett.config_store import compose_config as compose
 
-    return compose("salm_t5", overrides, config_dir=REPO / "conf")
+    return compose("salm_t5", overrides, config_dir=REPO / "nemo_emmett" / "conf")
 
 
 def take_batches(data, n: int) -> list[TranslationBatch]:
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--memory-reps", type=int, default=3, help="measured runs per method (median)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/salm_t5.yaml, e.g. data.demo.num_train=40")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of nemo_emmett/conf/salm_t5.yaml, e.g. data.demo.num_train=40")
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.val_batches, args.memory_reps = 6, 1, 1

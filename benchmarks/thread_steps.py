@@ -19,7 +19,7 @@ import torch
 from nemo_emmett import training
 from nemo_emmett.config_store import compose_config
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "nemo_emmett" / "conf"
 
 
 class StepClock(pl.Callback):
@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0: threads.mode=auto)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--steps", type=int, default=120, help="timed from step 20 to this step")
-    ap.add_argument("overrides", nargs="*", help="more Hydra overrides of conf/salm_t5.yaml")
+    ap.add_argument("overrides", nargs="*", help="more Hydra overrides of nemo_emmett/conf/salm_t5.yaml")
     args = ap.parse_args()
     clock = StepClock()
     base = training.build_callbacks

@@ -4,7 +4,7 @@
     python benchmarks/throughput.py                        # demo corpus and Multi30k (when present)
     python benchmarks/throughput.py --data demo --examples 600 --budget 64MiB   # quick (the test)
 
-One process, one model (the tiny SALM-T5 of ``conf/salm_t5.yaml``), one memory budget, the same
+One process, one model (the tiny SALM-T5 of ``nemo_emmett/conf/salm_t5.yaml``), one memory budget, the same
 data mix and the same example stream (the multiplexer draws the same examples in the same order
 whatever the buckets). Per data set and method:
 
@@ -70,7 +70,7 @@ METHODS = ("fixed", "1d", "2d_oomptimizer")
 def compose_config(overrides: list[str]):
     from nemo_emmett.config_store import compose_config as compose
 
-    return compose("salm_t5", overrides, config_dir=REPO / "conf")
+    return compose("salm_t5", overrides, config_dir=REPO / "nemo_emmett" / "conf")
 
 
 def multi30k_sources(num_speech: int) -> tuple[list[dict[str, Any]], str]:
@@ -288,7 +288,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON figures here")
-    p.add_argument("override", nargs="*", help="Hydra overrides of conf/salm_t5.yaml, e.g. data.num_workers=0")
+    p.add_argument("override", nargs="*", help="Hydra overrides of nemo_emmett/conf/salm_t5.yaml, e.g. data.num_workers=0")
     return p.parse_args(argv)
 
 

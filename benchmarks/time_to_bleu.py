@@ -5,11 +5,11 @@ by a plain loop and by our pipeline, side by side on the same cores for the same
     python benchmarks/time_to_bleu.py --minutes 60                 # the measurement (docs/fidelity.md)
     python benchmarks/time_to_bleu.py --smoke --data DIR           # tiny: 300 lines, 2 marks of 15 s (the test)
 
-Both arms train the same T5 (``conf/forgetting_multi30k.yaml``, i.e. ``salm_t5_multi30k``'s backbone shape,
+Both arms train the same T5 (``nemo_emmett/conf/forgetting_multi30k.yaml``, i.e. ``salm_t5_multi30k``'s backbone shape,
 random init, the same seed) with the same SentencePiece tokenizer (trained once by the pipeline, before the
 arms start), the same target-language tag prompt (``<de>`` then the source ids, no EOS; the target ids then
 EOS), the same optimizer and LR schedule (``model.optim``: AdamW, no decay on biases and norms,
-``warmup_inverse_sqrt``), the same gradient clipping and fp32:
+NeMo's ``InverseSquareRootAnnealing``), the same gradient clipping and fp32:
 
 * ``plain``: what a user writes without us: ``T5ForConditionalGeneration``, every training pair of the six
   directions tokenized up front, random batches of a fixed size (``--plain-batch-size``) padded to their
@@ -84,7 +84,7 @@ def compose(shar: Path, work: Path, overrides: list[str]):
 
     return compose_config("forgetting_multi30k", [f"shar_root={shar}", "data.tasks=[mt]", "name=time_to_bleu",
                                                   f"exp_manager.exp_dir={work / 'runs'}", *overrides],
-                          config_dir=REPO / "conf")
+                          config_dir=REPO / "nemo_emmett" / "conf")
 
 
 # ---- the arms (child processes) --------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ def hydra_job_num() -> int | None:
 DDP_WITH_UNUSED = {"ddp": "ddp_find_unused_parameters_true", "ddp_spawn": "ddp_spawn_find_unused_parameters_true",
                    "ddp_fork": "ddp_fork_find_unused_parameters_true",
                    "ddp_notebook": "ddp_notebook_find_unused_parameters_true"}
+DDP_TARGETS = ("lightning.pytorch.strategies.DDPStrategy", "lightning.pytorch.strategies.ddp.DDPStrategy")
 
 
 def ddp_strategy(strategy: Any) -> Any:
@@ -69,19 +71,46 @@ def ddp_strategy(strategy: Any) -> Any:
     would have to know which modules a batch skipped. ``static_graph=True`` is no option either: the
     graph differs between text and audio batches. The cost of detection is one traversal of the
     autograd graph per step; a run that knows all its batches use every parameter can say so with
-    ``trainer.strategy=ddp_find_unused_parameters_false`` (left as given, as is a strategy object).
+    ``trainer.strategy=ddp_find_unused_parameters_false`` (left as given, as is a strategy object); a
+    ``_target_`` block of Lightning's ``DDPStrategy`` gets ``find_unused_parameters: true`` unless it sets it.
     Manually optimised steps (MGCM) never use DDP's reducer: they synchronise themselves
     (``parts/gradient_sync.py``), with the same rule for parameters no rank used."""
     if isinstance(strategy, str) and strategy in DDP_WITH_UNUSED:
         return DDP_WITH_UNUSED[strategy]
+    if isinstance(strategy, Mapping) and strategy.get("_target_") in DDP_TARGETS:
+        return {"find_unused_parameters": True, **strategy}
     return strategy
 
 
-def trainer_kwargs(trainer_cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
-    """The Trainer's keyword arguments from ``cfg.trainer``, its strategy through :func:`ddp_strategy`."""
-    kwargs = OmegaConf.to_container(trainer_cfg, resolve=True) if isinstance(trainer_cfg, DictConfig) else dict(trainer_cfg)
-    if "strategy" in kwargs:
-        kwargs["strategy"] = ddp_strategy(kwargs["strategy"])
+def trainer_kwargs(trainer_cfg: DictConfig | dict[str, Any], callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
+    """The Trainer's keyword arguments from ``cfg.trainer``, through NeMo's ``resolve_trainer_cfg``: a
+    ``strategy`` and ``callbacks`` given as ``_target_`` blocks become objects, and ``precision: bf16-true``
+    (or ``fp16-true``) NeMo's plugin that keeps audio in fp32::
+
+        trainer:
+          strategy: {_target_: lightning.pytorch.strategies.DDPStrategy, gradient_as_bucket_view: true}
+          callbacks: [{_target_: lightning.pytorch.callbacks.EarlyStopping, monitor: val_loss, patience: 3}]
+
+    The strategy (a name or a block) goes through :func:`ddp_strategy` first. ``callbacks`` (the recipe's own,
+    :func:`build_callbacks`) come first and the YAML's after them, so the YAML adds and never replaces.
+    NeMo instantiates only the targets of its allow-list (Lightning's callbacks, strategies and loggers,
+    NeMo's classes): others are an error naming them."""
+    from nemo.core.classes.common import UnsafeTargetError
+    from nemo.utils.trainer_utils import resolve_trainer_cfg
+
+    given = OmegaConf.to_container(trainer_cfg, resolve=True) if isinstance(trainer_cfg, DictConfig) else dict(trainer_cfg)
+    blocks = given.get("callbacks")
+    if blocks is not None and not (isinstance(blocks, list) and all(isinstance(b, dict) and "_target_" in b
+                                                                   for b in blocks)):
+        raise ValueError("trainer.callbacks must be a list of _target_ blocks, e.g. [{_target_: "
+                         f"lightning.pytorch.callbacks.EarlyStopping, monitor: val_loss}}]; got {blocks}")
+    if "strategy" in given:
+        given["strategy"] = ddp_strategy(given["strategy"])
+    try:
+        kwargs = resolve_trainer_cfg(OmegaConf.create(given))
+    except UnsafeTargetError as e:
+        raise ValueError(f"trainer.strategy or trainer.callbacks: {e}") from e
+    kwargs["callbacks"] = [*callbacks, *(kwargs.get("callbacks") or [])]
     return kwargs
 
 
@@ -150,7 +179,7 @@ def train_once(cfg: DictConfig) -> pl.LightningModule:
     apply_threads(threads_config(cfg))
     pl.seed_everything(cfg.seed, workers=False)  # model init; the data stream has its own data.seed
     prepare_trainer_config(cfg)  # MGCM steps the optimizer itself: trainer.gradient_clip_val moves to model.mgcm
-    trainer = pl.Trainer(**trainer_kwargs(cfg.trainer), callbacks=build_callbacks(cfg))
+    trainer = pl.Trainer(**trainer_kwargs(cfg.trainer, build_callbacks(cfg)))
     with open_dict(cfg):
         cfg.exp_manager.version = sweep_version(cfg.exp_manager.get("version"), hydra_job_num())
     ckpt_dir = checkpoint_dir(trainer, cfg.exp_manager)

@@ -50,7 +50,7 @@ ARMS: dict[str, dict[str, Any]] = {
 def compose(config_name: str, overrides: list[str], values: dict[str, Any]) -> DictConfig:
     from nemo_emmett.config_store import compose_config
 
-    cfg = compose_config(config_name, overrides, config_dir=REPO / "conf")
+    cfg = compose_config(config_name, overrides, config_dir=REPO / "nemo_emmett" / "conf")
     for key, value in values.items():
         OmegaConf.update(cfg, key, value, merge=False)
     return cfg

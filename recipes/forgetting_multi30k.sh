@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Foundation -> speech without forgetting, at Multi30k scale (CPU hours; a GPU when there is one):
-# stage 1 trains SALM-T5's T5 (conf/salm_t5_multi30k.yaml's shape) on Multi30k text en<->de/fr/cs, both
+# stage 1 trains SALM-T5's T5 (nemo_emmett/conf/salm_t5_multi30k.yaml's shape) on Multi30k text en<->de/fr/cs, both
 # directions, and saves it as a Hugging Face folder; stage 2 loads it as model.backbone.pretrained_path and
 # trains three arms for the same steps on English speech (espeak-ng) ST en->de/fr/cs + ASR en (multiplexer:
 # with the MT data mixed in; speech_only; frozen_lora). Every model is scored on test_2016_flickr (MT both

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from nemo_emmett.config_store import compose_config
 from nemo_emmett.models.config import merge_optim
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "nemo_emmett" / "conf"
 FILES = sorted(p.relative_to(CONF) for p in CONF.rglob("*.yaml"))
 SKIP = ("defaults", "hydra")
 

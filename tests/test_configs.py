@@ -11,7 +11,7 @@ from nemo_emmett.config_store import FAMILIES, compose_config
 from nemo_emmett.data.config import parse_data_config
 from nemo_emmett.models.config import parse_model_config
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[1] / "nemo_emmett" / "conf"
 TOP_LEVEL = sorted(p.stem for p in CONF.glob("*.yaml"))
 GROUPS = sorted(p for p in CONF.rglob("*.yaml") if p.parent != CONF)
 
@@ -97,7 +97,7 @@ def test_an_optimizer_with_another_target_replaces_the_default_block():
     cfg = compose_config("salm_t5", ["model.optim.optimizer={_target_: torch.optim.SGD, lr: 0.1}"], config_dir=CONF)
     optim = parse_model_config(cfg.model).optim
     assert optim["optimizer"] == {"_target_": "torch.optim.SGD", "lr": 0.1}  # no AdamW betas or weight decay
-    assert optim["lr_scheduler"]["_target_"] == "nemo_emmett.parts.optim.warmup_inverse_sqrt"  # kept
+    assert optim["lr_scheduler"]["_target_"] == "nemo.core.optim.lr_scheduler.InverseSquareRootAnnealing"  # kept
     cfg = compose_config("salm_t5", ["model.optim.optimizer.weight_decay=0.0", "model.optim.lr_scheduler=null"],
                          config_dir=CONF)
     optim = parse_model_config(cfg.model).optim

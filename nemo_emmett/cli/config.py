@@ -1,6 +1,6 @@
 """Write the complete Hydra config of a modular (MAMMOTH) model from a short meta-config.
 
-    python examples/config_config.py recipes/mammoth_multi30k.meta.yaml --out conf/mammoth_multi30k.yaml \\
+    python examples/config_config.py recipes/mammoth_multi30k.meta.yaml --out nemo_emmett/conf/mammoth_multi30k.yaml \\
         --prepare-script prepare_mammoth_multi30k.sh
     bash prepare_mammoth_multi30k.sh              # emmett-prepare bitext, one command per corpus and split
     python examples/train.py --config-name mammoth_multi30k
@@ -8,8 +8,9 @@
 The meta-config names languages, corpora (path templates or prepared Shar folders), sharing
 patterns per encoder/decoder position, groups (or distances to cluster), weights or a temperature,
 a curriculum and a device count (``nemo_emmett/mammoth/meta/``); the output lists every
-source, task and component explicitly. Written outside ``conf/``, the config adds ``conf/`` to
-Hydra's search path so that its base is found. Errors: one line on stderr, exit status 2.
+source, task and component explicitly. Written outside the config folder (``nemo_emmett/conf/``, or
+``$NEMO_EMMETT_CONF``), the config adds that folder to Hydra's search path so that its base is found.
+Errors: one line on stderr, exit status 2.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace meta-config values (an OmegaConf dotlist), e.g. sharing.embed=LANGUAGE, "
                         "corpora.0.pairs=[en-de] or "
                         "'sharing.encoder=[{layers: 1, pattern: FULL}, {layers: 1, pattern: FULL}]'")
-    p.add_argument("--out", required=True, help="the Hydra config to write, e.g. conf/mammoth_multi30k.yaml")
+    p.add_argument("--out", required=True, help="the Hydra config to write, e.g. nemo_emmett/conf/mammoth_multi30k.yaml")
     p.add_argument("--prepare-script", help="also write a bash script with the emmett-prepare commands")
     return p
 

@@ -23,6 +23,7 @@ from nemo_emmett.cli.paths import compose_from_args, config_parser
 from nemo_emmett.oomptimizer.cache import save_json
 from nemo_emmett.oomptimizer.callback import OOMptimizer
 from nemo_emmett.oomptimizer.measure import measure_for_trainer
+from nemo_emmett.training import trainer_kwargs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,11 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     from nemo_emmett.startup import build_data_and_model
 
     cfg = compose_from_args(args)
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    for key in ("logger", "enable_checkpointing"):
-        trainer_cfg.pop(key, None)
+    # the training run's strategy and precision (plugins included); its YAML callbacks do not measure anything
+    trainer_cfg = {**trainer_kwargs(cfg.trainer), "logger": False, "enable_checkpointing": False, "callbacks": []}
     pl.seed_everything(cfg.seed, workers=False)
-    trainer = pl.Trainer(**trainer_cfg, logger=False, enable_checkpointing=False)
+    trainer = pl.Trainer(**trainer_cfg)
     data, model = build_data_and_model(cfg)
     model = trainer.precision_plugin.convert_module(model).to(trainer.strategy.root_device)
     block = cfg.get("oomptimizer")

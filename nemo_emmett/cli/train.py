@@ -5,8 +5,8 @@
     emmett-train --config-name salm_t5 -m model.label_smoothing=0.0,0.1   # sweep
 
 Re-running the same command resumes from the experiment's last checkpoint (weights, optimizer,
-and the data stream where it stopped). Configs come from the clone's ``conf/`` (or
-``$NEMO_EMMETT_CONF``); ``--config-path`` points elsewhere.
+and the data stream where it stopped). Configs come from the package's ``nemo_emmett/conf/`` (shipped in
+the wheel), or ``$NEMO_EMMETT_CONF``; ``--config-path`` points elsewhere.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    register_configs()  # the typed schemas conf/*.yaml start from (their defaults: [schema: ...])
+    register_configs()  # the typed schemas nemo_emmett/conf/*.yaml start from (their defaults: [schema: ...])
     hydra_main()
 
 

@@ -310,4 +310,6 @@ class TranslationModel(pl.LightningModule, ABC):
         checkpoint["nemo_emmett_model_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
 
     def configure_optimizers(self) -> Any:
-        return build_optimizer_and_scheduler(self, self.cfg.optim)
+        trainer = self._trainer  # None outside fit (tests, the OOMptimizer's probe); self.trainer would raise
+        return build_optimizer_and_scheduler(self, self.cfg.optim,
+                                             max_steps=trainer.max_steps if trainer is not None else None)

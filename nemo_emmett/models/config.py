@@ -90,10 +90,14 @@ class ModelConfig:
     """LoRA adapters (null: none)."""
     optim: dict[str, Any] = field(default_factory=lambda: {
         "optimizer": {"_target_": "torch.optim.AdamW", "lr": 1e-3, "betas": [0.9, 0.98], "weight_decay": 0.01},
-        "lr_scheduler": {"_target_": "nemo_emmett.parts.optim.warmup_inverse_sqrt", "warmup_steps": 100},
+        # NeMo's InverseSquareRootAnnealing: the LR times u / (warmup_steps + 1) at update u up to its peak at update
+        # 101, then times sqrt(101 / u). max_steps null: no end (NeMo's schedulers drop to min_lr after max_steps).
+        "lr_scheduler": {"_target_": "nemo.core.optim.lr_scheduler.InverseSquareRootAnnealing", "warmup_steps": 100,
+                         "max_steps": None},
     })
-    """``_target_`` blocks for ``parts/optim.py``. A block given is merged into this default when it names
-    the same ``_target_`` (or none), and replaces it whole when it names another (:func:`merge_optim`)."""
+    """``_target_`` (or, for the scheduler, NeMo ``name``) blocks for ``parts/optim.py``. A block given is merged
+    into this default when it names the same ``_target_`` (or none), and replaces it whole when it names another
+    (:func:`merge_optim`)."""
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     label_smoothing: float = 0.0
     mgcm: MGCMConfig = field(default_factory=MGCMConfig)
@@ -129,17 +133,22 @@ class SalmT5Config(ModelConfig):
     """Simultaneous (wait-k) training and decoding; off by default."""
 
 
+def _identity(block: Mapping[str, Any]) -> tuple[Any, Any]:
+    """What a block builds: its ``_target_``, or the ``name`` of a scheduler in NeMo's registry."""
+    return block.get("_target_"), block.get("name")
+
+
 def merge_optim(default: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
     """``model.optim``: each block of ``given`` merged into the same block of ``default`` while it keeps
     the default's ``_target_`` (or names none: ``{optimizer: {lr: 3e-3}}``), and replacing it whole when
-    it names another one or is not a mapping (null, ``no_decay`` lists): SGD must not inherit AdamW's
-    betas. That is why the composed Hydra config holds only the blocks given (``config_store.py``): a
+    it names another one (a ``_target_``, or a scheduler ``name``) or is not a mapping (null, ``no_decay``
+    lists): SGD must not inherit AdamW's betas. That is why the composed Hydra config holds only the blocks given (``config_store.py``): a
     dict merged there could no longer tell the keys given from the default's."""
     out = dict(default)
     for name, block in given.items():
         base = default.get(name)
-        if isinstance(block, Mapping) and isinstance(base, Mapping) \
-                and block.get("_target_", base.get("_target_")) == base.get("_target_"):
+        if isinstance(block, Mapping) and isinstance(base, Mapping) and (
+                not ("_target_" in block or "name" in block) or _identity(block) == _identity(base)):
             out[name] = {**base, **block}
         else:
             out[name] = block

@@ -4,25 +4,29 @@ One helper builds both, so every model takes the same YAML::
 
     optim:
       optimizer: {_target_: torch.optim.AdamW, lr: 1e-3, betas: [0.9, 0.98], weight_decay: 0.01}
-      lr_scheduler: {_target_: nemo_emmett.parts.optim.warmup_inverse_sqrt, warmup_steps: 100}
+      lr_scheduler: {_target_: nemo.core.optim.lr_scheduler.InverseSquareRootAnnealing, warmup_steps: 100}
+      # or any scheduler of NeMo's registry by name: {name: CosineAnnealing, warmup_steps: 100, min_lr: 1e-5}
       no_decay: ['(^|\\.)bias$', '(?i)norm']   # optional; regexes (re.search) on parameter names
 
-Both blocks are instantiated with ``_partial_`` because parameters and the optimizer only exist
-at run time (and Hydra would try to wrap tensors in OmegaConf if passed as kwargs).
-The schedulers step per optimizer step, never per epoch: runs are step-based.
+The optimizer is instantiated with ``_partial_`` because parameters only exist at run time (and Hydra
+would try to wrap tensors in OmegaConf if passed as kwargs). The schedulers are NeMo's
+(``nemo.core.optim.lr_scheduler``) and step per optimizer step, never per epoch: runs are step-based.
+A scheduler that takes ``max_steps`` gets the trainer's when its block names none (as NeMo's
+``prepare_lr_scheduler`` does); NeMo's schedulers drop to ``min_lr`` after ``max_steps``, and a resumed
+run keeps the ``max_steps`` its checkpoint was written with (it is part of the scheduler's state).
 """
 
 from __future__ import annotations
 
-import math
+import inspect
 import re
 from collections.abc import Iterable
+from typing import Any
 
 import hydra.utils
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.optim.lr_scheduler import LambdaLR
 
 DEFAULT_NO_DECAY = (r"(^|\.)bias$", r"(?i)norm", r"(^|\.)ln_")
 """Biases and normalisation weights: decaying them pulls scales towards 0 and only hurts."""
@@ -52,12 +56,14 @@ def param_groups(named: list[tuple[str, nn.Parameter]], no_decay: Iterable[str])
 
 
 def build_optimizer_and_scheduler(
-    model_or_params: nn.Module | NamedParams | Iterable[nn.Parameter], optim_cfg: dict | DictConfig
+    model_or_params: nn.Module | NamedParams | Iterable[nn.Parameter], optim_cfg: dict | DictConfig,
+    *, max_steps: int | None = None,
 ) -> dict:
     """Return ``{"optimizer": ..., ["lr_scheduler": {"scheduler": ..., "interval": "step"}]}``.
 
     Only parameters with ``requires_grad`` are optimised, so freezing must happen before this
-    call. Plain (unnamed) parameters all go to the decayed group.
+    call. Plain (unnamed) parameters all go to the decayed group. ``max_steps``: the trainer's, for a
+    scheduler block that needs it and names none (None or -1: no trainer, or no step limit).
     """
     cfg = optim_cfg if isinstance(optim_cfg, DictConfig) else OmegaConf.create(optim_cfg)
     opt_cfg = cfg.get("optimizer")
@@ -74,43 +80,44 @@ def build_optimizer_and_scheduler(
     out: dict = {"optimizer": optimizer}
     sched_cfg = cfg.get("lr_scheduler")
     if sched_cfg is not None:
-        if "_target_" not in sched_cfg:
-            raise ValueError("optim.lr_scheduler needs a '_target_' (e.g. "
-                             "nemo_emmett.parts.optim.warmup_inverse_sqrt), or null for no scheduler")
-        scheduler = hydra.utils.instantiate(sched_cfg, _partial_=True, _convert_="all")(optimizer)
-        out["lr_scheduler"] = {"scheduler": scheduler, "interval": "step"}
+        block = OmegaConf.to_container(sched_cfg, resolve=True)
+        out["lr_scheduler"] = {"scheduler": build_scheduler(optimizer, block, max_steps=max_steps), "interval": "step"}
     return out
 
 
-def warmup_inverse_sqrt(optimizer: torch.optim.Optimizer, warmup_steps: int) -> LambdaLR:
-    """Linear warmup to the peak LR at update ``warmup_steps``, then ``sqrt(warmup / update)``.
+def scheduler_target(block: dict[str, Any]) -> str:
+    """The class (or factory) an ``optim.lr_scheduler`` block names: its ``_target_``, or the class NeMo's
+    registry (``AVAILABLE_SCHEDULERS``, what NeMo's ``get_scheduler`` reads) holds under its ``name``."""
+    from nemo.core.optim.lr_scheduler import AVAILABLE_SCHEDULERS
 
-    ``update = step + 1`` counts the update about to be made, so the first one is not wasted at
-    LR 0: factor ``update / warmup`` below the peak, ``sqrt(warmup / update)`` after; both are 1 at
-    ``update == warmup``.
-    """
-    if warmup_steps < 1:
-        raise ValueError(f"warmup_inverse_sqrt needs warmup_steps >= 1, got {warmup_steps}")
+    if ("_target_" in block) == ("name" in block):
+        raise ValueError("optim.lr_scheduler needs a '_target_' (e.g. nemo.core.optim.lr_scheduler.CosineAnnealing) "
+                         f"or a 'name' of NeMo's registry ({', '.join(AVAILABLE_SCHEDULERS)}), not "
+                         f"{'both' if '_target_' in block else 'neither'}, or null for no scheduler; got {block}")
+    if "_target_" in block:
+        return block["_target_"]
+    cls = AVAILABLE_SCHEDULERS.get(block["name"])
+    if cls is None:
+        raise ValueError(f"optim.lr_scheduler.name: unknown scheduler {block['name']!r}; NeMo's registry has "
+                         f"{', '.join(AVAILABLE_SCHEDULERS)}")
+    return f"{cls.__module__}.{cls.__qualname__}"
 
-    def factor(step: int) -> float:
-        update = step + 1
-        return update / warmup_steps if update < warmup_steps else math.sqrt(warmup_steps / update)
 
-    return LambdaLR(optimizer, factor)
-
-
-def warmup_cosine(
-    optimizer: torch.optim.Optimizer, warmup_steps: int, max_steps: int, min_lr_ratio: float = 0.0
-) -> LambdaLR:
-    """Linear warmup (``(step + 1) / warmup``), then cosine from 1 at ``warmup_steps`` down to
-    ``min_lr_ratio`` at ``max_steps``, flat after; a floor keeps late steps useful."""
-    if not 0 <= warmup_steps < max_steps:
-        raise ValueError(f"warmup_cosine needs 0 <= warmup_steps < max_steps, got {warmup_steps}, {max_steps}")
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / (max_steps - warmup_steps))
-        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return LambdaLR(optimizer, factor)
+def build_scheduler(optimizer: torch.optim.Optimizer, block: dict[str, Any], *, max_steps: int | None = None) -> Any:
+    """The scheduler of one ``optim.lr_scheduler`` block (see :func:`scheduler_target`) on ``optimizer``.
+    A scheduler with a ``max_steps`` argument that the block leaves out gets ``max_steps`` when it is > 0,
+    and is an error when it is not and the argument has no default."""
+    target = scheduler_target(block)
+    factory = hydra.utils.get_object(target)
+    kwargs = {k: v for k, v in block.items() if k not in ("_target_", "name")}
+    param = inspect.signature(factory).parameters.get("max_steps")
+    if param is not None and "max_steps" not in kwargs:
+        if max_steps is not None and max_steps > 0:
+            kwargs["max_steps"] = max_steps
+        elif param.default is inspect.Parameter.empty:
+            raise ValueError(f"optim.lr_scheduler: {target} needs max_steps, and the trainer's is {max_steps}: set "
+                             "optim.lr_scheduler.max_steps, or trainer.max_steps to a number of steps > 0")
+    try:
+        return factory(optimizer, **kwargs)
+    except TypeError as e:  # an unknown or missing argument: name the block, not only the class
+        raise ValueError(f"optim.lr_scheduler {block}: {target} refused its arguments: {e}") from e

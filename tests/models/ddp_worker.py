@@ -139,7 +139,7 @@ def run_case(name: str, cls_name: str, cfg: dict, out: Path) -> None:
     if "mgcm" in cfg:  # prepare_trainer_config's move: MGCM clips itself (here: not at all)
         trainer_cfg["gradient_clip_val"] = None
     losses = Losses()
-    trainer = pl.Trainer(**trainer_kwargs(trainer_cfg), callbacks=[losses])
+    trainer = pl.Trainer(**trainer_kwargs(trainer_cfg, [losses]))
     rank = trainer.global_rank
     torch.manual_seed(0)
     model = get_class(cls_name)(cfg)

@@ -133,13 +133,13 @@ def test_the_recipe_turns_plain_ddp_into_ddp_with_unused_parameter_detection():
     assert trainer_kwargs({"strategy": "ddp", "devices": 2})["strategy"] == "ddp_find_unused_parameters_true"
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "conf").glob("*.yaml")))
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "nemo_emmett" / "conf").glob("*.yaml")))
 def test_the_launch_overrides_need_no_plus(name):
     """The README's torchrun and srun lines override trainer.strategy, devices and num_nodes as given."""
     from nemo_emmett.config_store import compose_config
     from nemo_emmett.training import trainer_kwargs
 
     cfg = compose_config(name, ["trainer.strategy=ddp", "trainer.devices=8", "trainer.num_nodes=2"],
-                         config_dir=REPO / "conf")
+                         config_dir=REPO / "nemo_emmett" / "conf")
     kwargs = trainer_kwargs(cfg.trainer)
     assert (kwargs["strategy"], kwargs["devices"], kwargs["num_nodes"]) == ("ddp_find_unused_parameters_true", 8, 2)

@@ -150,3 +150,12 @@ def test_lora_trains_only_adapters_when_the_backbone_is_frozen(tiny_cfg):
     loss, _, changed2 = one_step(model, text_batch(model))  # B starts at zero: A moves from step 2
     backbone_changed = {n for n in changed | changed2 if n.startswith("backbone.")}
     assert backbone_changed and all("lora_" in n for n in backbone_changed)
+
+
+def test_a_scheduler_that_needs_max_steps_gets_the_trainers(tiny_cfg):
+    import lightning.pytorch as pl
+
+    tiny_cfg["optim"]["lr_scheduler"] = {"name": "CosineAnnealing", "warmup_steps": 2}
+    model = SalmT5(tiny_cfg)
+    model.trainer = pl.Trainer(max_steps=7, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    assert model.configure_optimizers()["lr_scheduler"]["scheduler"].max_steps == 7

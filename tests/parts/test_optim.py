@@ -1,13 +1,15 @@
-"""Optimizer/scheduler setup from _target_ blocks: grouping, freezing, exact LR ramps."""
+"""Optimizer/scheduler setup from config blocks: grouping, freezing, NeMo's LR schedulers by target or name."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from nemo.core.optim.lr_scheduler import CosineAnnealing, InverseSquareRootAnnealing
 from omegaconf import OmegaConf
 from torch import nn
 
-from nemo_emmett.parts.optim import build_optimizer_and_scheduler, warmup_cosine, warmup_inverse_sqrt
+from nemo_emmett.models.config import SalmT5Config
+from nemo_emmett.parts.optim import build_optimizer_and_scheduler
 
 ADAMW = {"_target_": "torch.optim.AdamW", "lr": 1e-3, "betas": [0.9, 0.98], "weight_decay": 0.01}
 
@@ -72,34 +74,51 @@ def test_clear_errors():
         build_optimizer_and_scheduler(Tiny(), {"optimizer": {"lr": 1e-3}})
     with pytest.raises(ValueError, match="_target_"):
         build_optimizer_and_scheduler(Tiny(), {})
-    with pytest.raises(ValueError, match="lr_scheduler needs a '_target_'"):
+    with pytest.raises(ValueError, match="lr_scheduler needs a '_target_' .* not neither"):
         build_optimizer_and_scheduler(Tiny(), {"optimizer": ADAMW, "lr_scheduler": {"warmup_steps": 3}})
     with pytest.raises(ValueError, match="No trainable parameters"):
         build_optimizer_and_scheduler(Tiny().requires_grad_(False), {"optimizer": ADAMW})
 
 
-def test_inverse_sqrt_from_config_exact_ramp():
-    cfg = {"optimizer": ADAMW,
-           "lr_scheduler": {"_target_": "nemo_emmett.parts.optim.warmup_inverse_sqrt", "warmup_steps": 4}}
-    out = build_optimizer_and_scheduler(Tiny(), cfg)
+def _sgd() -> torch.optim.SGD:
+    return torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+
+
+def test_default_schedule_is_nemos_inverse_sqrt_exactly():
+    cfg = {"optimizer": ADAMW, "lr_scheduler": SalmT5Config().optim["lr_scheduler"]}
+    out = build_optimizer_and_scheduler(Tiny(), cfg, max_steps=50)  # max_steps: null in the block wins: no end
     assert out["lr_scheduler"]["interval"] == "step"
-    lrs = _lrs(out["lr_scheduler"]["scheduler"], out["optimizer"], 16)
-    assert lrs[:4] == pytest.approx([0.25e-3, 0.5e-3, 0.75e-3, 1e-3], rel=1e-12)
-    assert lrs[15] == pytest.approx(0.5e-3, rel=1e-12)  # update 16: sqrt(4 / 16)
-    assert all(a > b for a, b in zip(lrs[3:], lrs[4:]))
+    assert isinstance(out["lr_scheduler"]["scheduler"], InverseSquareRootAnnealing)
+    lrs = _lrs(out["lr_scheduler"]["scheduler"], out["optimizer"], 400)
+    opt = _sgd()
+    nemo = _lrs(InverseSquareRootAnnealing(opt, warmup_steps=100, max_steps=None), opt, 400)
+    assert lrs == pytest.approx([1e-3 * x for x in nemo], rel=1e-12)
+    # u / 101 up to the peak at update 101, then sqrt(101 / u); never 0 past the trainer's 50 steps
+    assert lrs[0] == pytest.approx(1e-3 / 101) and lrs[100] == pytest.approx(1e-3)
+    assert lrs[399] == pytest.approx(1e-3 * (101 / 400) ** 0.5)
 
 
-def test_warmup_cosine_exact_values():
-    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-    lrs = _lrs(warmup_cosine(opt, warmup_steps=2, max_steps=6, min_lr_ratio=0.1), opt, 8)
-    # warmup 0.5, 1; cosine over steps 2..6: 1, 0.55 + 0.45*cos(pi/4), 0.55, ..., 0.1; flat after
-    expected = [0.5, 1.0, 1.0, 0.55 + 0.45 * 0.5 ** 0.5, 0.55, 0.55 - 0.45 * 0.5 ** 0.5, 0.1, 0.1]
-    assert lrs == pytest.approx(expected, rel=1e-12)
+def test_any_nemo_scheduler_by_name_takes_the_trainers_max_steps():
+    block = {"name": "CosineAnnealing", "warmup_steps": 2, "min_lr": 0.1}
+    sched = build_optimizer_and_scheduler([nn.Parameter(torch.zeros(1))],
+                                          {"optimizer": {"_target_": "torch.optim.SGD", "lr": 1.0},
+                                           "lr_scheduler": block}, max_steps=8)
+    assert isinstance(sched["lr_scheduler"]["scheduler"], CosineAnnealing)
+    lrs = _lrs(sched["lr_scheduler"]["scheduler"], sched["optimizer"], 10)
+    opt = _sgd()
+    assert lrs == pytest.approx(_lrs(CosineAnnealing(opt, warmup_steps=2, max_steps=8, min_lr=0.1), opt, 10), rel=1e-12)
+    assert lrs[:3] == pytest.approx([1 / 3, 2 / 3, 1.0]) and lrs[8:] == pytest.approx([0.1, 0.1])
 
 
-def test_scheduler_argument_checks():
-    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-    with pytest.raises(ValueError, match="warmup_steps >= 1"):
-        warmup_inverse_sqrt(opt, 0)
-    with pytest.raises(ValueError, match="max_steps"):
-        warmup_cosine(opt, warmup_steps=5, max_steps=5)
+def test_scheduler_block_errors_name_the_key():
+    def build(block, max_steps=None):
+        return build_optimizer_and_scheduler(Tiny(), {"optimizer": ADAMW, "lr_scheduler": block}, max_steps=max_steps)
+
+    with pytest.raises(ValueError, match="not both"):
+        build({"_target_": "nemo.core.optim.lr_scheduler.CosineAnnealing", "name": "CosineAnnealing"})
+    with pytest.raises(ValueError, match="optim.lr_scheduler.name: unknown scheduler 'Cosine'.*CosineAnnealing"):
+        build({"name": "Cosine"})
+    with pytest.raises(ValueError, match="CosineAnnealing needs max_steps, and the trainer's is -1"):
+        build({"name": "CosineAnnealing", "warmup_steps": 2}, max_steps=-1)
+    with pytest.raises(ValueError, match="InverseSquareRootAnnealing refused its arguments.*warmup"):
+        build({"name": "InverseSquareRootAnnealing", "warmup": 2}, max_steps=10)

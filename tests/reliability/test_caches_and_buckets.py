@@ -199,7 +199,7 @@ def test_bins_over_the_budget_name_the_example_and_the_fix(tmp_path):
 def test_integer_bins_are_accepted_from_yaml_and_overrides():
     from nemo_emmett.config_store import compose_config
 
-    conf = Path(__file__).resolve().parents[2] / "conf"
+    conf = Path(__file__).resolve().parents[2] / "nemo_emmett" / "conf"
     composed = compose_config("salm_t5", ["data.text_buckets.bins=[[10,12],[20,30]]"], config_dir=conf)
     assert parse_data_config(composed.data).text_buckets.bins == [[10.0, 12.0], [20.0, 30.0]]
     from_yaml = parse_data_config(OmegaConf.create("audio_buckets:\n  bins: [[5, 8], [9.5, 20]]\n"))

@@ -95,11 +95,11 @@ def test_second_run_in_the_same_folder_is_refused_until_the_first_is_killed(tmp_
 def test_checkpoint_every_n_steps_is_a_typed_documented_option():
     from nemo_emmett.config_store import compose_config
 
-    cfg = compose_config("salm_t5", ["checkpoint_every_n_steps=50"], config_dir=REPO / "conf")
+    cfg = compose_config("salm_t5", ["checkpoint_every_n_steps=50"], config_dir=REPO / "nemo_emmett" / "conf")
     assert cfg.checkpoint_every_n_steps == 50
-    assert compose_config("salm_t5", config_dir=REPO / "conf").checkpoint_every_n_steps is None
+    assert compose_config("salm_t5", config_dir=REPO / "nemo_emmett" / "conf").checkpoint_every_n_steps is None
     with pytest.raises(Exception, match="checkpoint_every_n_steps"):
-        compose_config("salm_t5", ["checkpoint_every_n_steps=often"], config_dir=REPO / "conf")
+        compose_config("salm_t5", ["checkpoint_every_n_steps=often"], config_dir=REPO / "nemo_emmett" / "conf")
 
 
 def test_resume_picks_the_newest_finished_checkpoint(tmp_path):

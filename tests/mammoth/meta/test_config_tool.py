@@ -40,7 +40,7 @@ def test_writes_the_config_and_a_prepare_script_that_makes_its_folders(tmp_path,
     assert f"python examples/train.py --config-path {out.parent} --config-name toy" in text
     cfg = yaml.safe_load(text)
     assert cfg["defaults"] == ["mammoth", "_self_"]
-    assert cfg["hydra"] == {"searchpath": [f"file://{REPO / 'conf'}"]}  # the base is not beside the output
+    assert cfg["hydra"] == {"searchpath": [f"file://{REPO / 'nemo_emmett' / 'conf'}"]}  # the base is not beside the output
     assert [t["name"] for t in cfg["model"]["modular"]["tasks"]] == ["mt_en-de", "mt_de-en"]
     assert os.access(script, os.X_OK) and "emmett-prepare bitext --dataset c" in script.read_text()
     if shutil.which("emmett-prepare") is None:

@@ -20,7 +20,7 @@ from nemo_emmett.mammoth.tasks import ModularModelConfig, ModularTaskConfig, che
 from nemo_emmett.models.config import parse_model_config
 from tests.conftest import write_audio_source
 
-CONF = Path(__file__).resolve().parents[3] / "conf"
+CONF = Path(__file__).resolve().parents[3] / "nemo_emmett" / "conf"
 SIZES = {("en", "de"): 400, ("de", "en"): 200, ("en", "fr"): 100}
 
 
