@@ -40,22 +40,35 @@ def bucket_counts(lengths: np.ndarray, mb: ModalityBuckets) -> list[int]:
     return [picks.get(k, 0) for k in range(len(mb.grid))]
 
 
+def histogram_edges(values: np.ndarray, cells: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """(values to histogram, bin edges) of one axis: whole token counts get one cell each, ``(k - 1, k]``
+    (drawn at ``k - 0.5``, so that each cell lies inside the bucket that holds ``k``), where there are at
+    most ``cells`` of them; other lengths ``cells`` equal cells."""
+    top = float(values.max())
+    if np.all(values == np.round(values)) and top <= cells:
+        return values - 0.5, np.arange(0.0, top + 1.0)
+    return values, np.linspace(0.0, top, cells + 1)
+
+
 def draw_buckets(ax: Any, lengths: np.ndarray, mb: ModalityBuckets, *, modality: str) -> Any:
     """One modality's panel on ``ax``: the histogram of ``lengths`` (N, 2; may be empty), the bucket
-    boxes, and in each box ``n=<examples>`` and ``bs=<batch size>``. Returns the histogram's image
-    (for a colour bar), or None without lengths."""
-    image = None
-    if len(lengths):
-        *_, image = ax.hist2d(lengths[:, 0], lengths[:, 1], bins=60, cmap="Blues", cmin=1)
+    boxes, and in each box ``n=<examples>`` and ``bs=<batch size>`` (turned upright in a narrow box).
+    Returns the histogram's image (for a colour bar), or None without lengths."""
     from matplotlib.patches import Rectangle
 
+    image = None
+    if len(lengths):
+        (x, x_edges), (y, y_edges) = histogram_edges(lengths[:, 0]), histogram_edges(lengths[:, 1])
+        *_, image = ax.hist2d(x, y, bins=[x_edges, y_edges], cmap="Blues", cmin=1)
+    edges = np.asarray(mb.grid.bins)
+    top = np.maximum(edges.max(axis=0), lengths.max(axis=0) if len(lengths) else 0)
     counts = bucket_counts(lengths, mb) if len(lengths) else [None] * len(mb.grid)
     for (x0, y0, x1, y1), n, bs in zip(bucket_boxes(mb.grid.bins), counts, mb.batch_sizes):
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="red", linewidth=1))
-        label = f"bs={bs}" if n is None else f"n={n}\nbs={bs}"
-        ax.text((x0 + x1) / 2, (y0 + y1) / 2, label, ha="center", va="center", fontsize=7, color="darkred")
-    edges = np.asarray(mb.grid.bins)
-    top = np.maximum(edges.max(axis=0), lengths.max(axis=0) if len(lengths) else 0)
+        narrow = (x1 - x0) / top[0] < 0.12 and (y1 - y0) / top[1] >= 0.12
+        label = f"bs={bs}" if n is None else (f"n={n} bs={bs}" if narrow else f"n={n}\nbs={bs}")
+        ax.text((x0 + x1) / 2, (y0 + y1) / 2, label, ha="center", va="center", fontsize=7, color="darkred",
+                rotation=90 if narrow else 0, bbox={"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1})
     ax.set_xlim(0, top[0] * 1.02)
     ax.set_ylim(0, top[1] * 1.02)
     ax.set_xlabel(AXES.get(modality, ("input length", "output length"))[0])
