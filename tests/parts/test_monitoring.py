@@ -97,3 +97,22 @@ def test_monitoring_config_rejects_nonsense():
         MonitoringConfig(data_stats_every_n_steps=-1)
     with pytest.raises(ValueError, match="conflict_plot_every_n_steps"):
         MonitoringConfig(conflict_plot_every_n_steps=0)
+
+
+def test_the_run_adds_them_by_default_and_the_config_turns_each_off():
+    from nemo_emmett.config_store import compose_config
+    from nemo_emmett.mgcm.conflict_plot import ConflictPlot
+    from nemo_emmett.oomptimizer.callback import OOMptimizer
+    from nemo_emmett.parts.progress_bar import StepProgressBar
+    from nemo_emmett.training import build_callbacks
+    from tests.test_configs import CONF
+
+    def kinds(*overrides):
+        cfg = compose_config("salm_t5", ["threads.mode=fixed", *overrides], config_dir=CONF)
+        return [type(c) for c in build_callbacks(cfg)]
+
+    assert kinds() == [DataStreamStats, StepProgressBar, LoggedLearningRateMonitor, BinPlot, ConflictPlot]
+    assert kinds("oomptimizer.enabled=true").index(OOMptimizer) < kinds("oomptimizer.enabled=true").index(BinPlot)
+    assert kinds("monitoring.progress_bar=false", "monitoring.learning_rate=false", "monitoring.bin_plot=false",
+                 "monitoring.conflict_plot=false") == [DataStreamStats]
+    assert StepProgressBar not in kinds("+trainer.enable_progress_bar=false")  # Lightning refuses a bar then
