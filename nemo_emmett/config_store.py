@@ -30,6 +30,7 @@ from nemo_emmett.mammoth.modular_salm import ModularSalmT5Config
 from nemo_emmett.mammoth.tasks import ModularModelConfig
 from nemo_emmett.models.config import BestowGptConfig, ModelConfig, SalmT5Config
 from nemo_emmett.oomptimizer.callback import OOMptimizerConfig
+from nemo_emmett.parts.monitoring import MonitoringConfig
 from nemo_emmett.parts.threads import ThreadsConfig
 
 GROUP = "schema"
@@ -69,6 +70,8 @@ EXP_MANAGER: dict[str, Any] = {
     "resume_if_exists": True,
     "resume_ignore_no_checkpoint": True,
     "create_tensorboard_logger": True,
+    "create_wandb_logger": False,  # W&B beside TensorBoard (docs/monitoring.md): needs wandb_logger_kwargs
+    "wandb_logger_kwargs": None,  # Lightning WandbLogger arguments, at least {project: ..., name: ...}
     "create_checkpoint_callback": True,
     "checkpoint_callback_params": {"monitor": "val_loss", "mode": "min", "save_top_k": 1, "save_last": True,
                                    "always_save_nemo": False, "save_nemo_on_train_end": False},
@@ -97,6 +100,9 @@ class RunConfig:
     """CPU intra-op threads: torch's default (one per core) unless pinned (``threads.threads=N``) or
     measured on the run's own steps with the fastest kept (``threads.mode=auto``: on a loaded machine
     often fewer than one per core)."""
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    """What the run shows: step progress bar with ETA, learning rate, data-stream scalars, the bin plot
+    and MGCM's conflict plot (``docs/monitoring.md``)."""
     trainer: dict[str, Any] = field(default_factory=lambda: dict(TRAINER))
     """Lightning ``Trainer`` arguments (free-form; add others with ``+trainer.<key>=``)."""
     exp_manager: dict[str, Any] = field(default_factory=lambda: dict(EXP_MANAGER))

@@ -12,11 +12,15 @@ from typing import Any
 import lightning.pytorch as pl
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from nemo_emmett.data.bin_plot import BinPlot
 from nemo_emmett.data.stats import DataStreamStats
 from nemo_emmett.mammoth.strategy import ComponentSyncStrategy  # registers trainer.strategy: component_sync
 from nemo_emmett.mammoth.sync import rank_task_table
 from nemo_emmett.mgcm.config import prepare_trainer_config
+from nemo_emmett.mgcm.conflict_plot import ConflictPlot
 from nemo_emmett.oomptimizer.callback import OOMptimizer
+from nemo_emmett.parts.monitoring import LoggedLearningRateMonitor, MonitoringConfig
+from nemo_emmett.parts.progress_bar import StepProgressBar
 from nemo_emmett.parts.run_lock import lock_folder
 from nemo_emmett.parts.step_checkpoint import StepCheckpoint, newest_checkpoint
 from nemo_emmett.parts.threads import ThreadsConfig, ThreadTuner, apply_threads
@@ -119,8 +123,14 @@ def threads_config(cfg: DictConfig) -> ThreadsConfig:
     return ThreadsConfig(**OmegaConf.to_container(block, resolve=True)) if block is not None else ThreadsConfig()
 
 
+def monitoring_config(cfg: DictConfig) -> MonitoringConfig:
+    block = cfg.get("monitoring")
+    return MonitoringConfig(**OmegaConf.to_container(block, resolve=True)) if block is not None else MonitoringConfig()
+
+
 def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
-    callbacks: list[pl.Callback] = [DataStreamStats()]
+    shown = monitoring_config(cfg)
+    callbacks: list[pl.Callback] = [DataStreamStats(shown.data_stats_every_n_steps)]
     block = cfg.get("oomptimizer")
     oomptimizer = OOMptimizer(OmegaConf.to_container(block, resolve=True) if block is not None else None)
     if oomptimizer.cfg.enabled:
@@ -128,6 +138,14 @@ def build_callbacks(cfg: DictConfig) -> list[pl.Callback]:
     threads = threads_config(cfg)
     if threads.mode == "auto":
         callbacks.append(ThreadTuner(threads))
+    if shown.progress_bar and (cfg.get("trainer") or {}).get("enable_progress_bar", True):
+        callbacks.append(StepProgressBar(refresh_rate=shown.progress_refresh_steps))
+    if shown.learning_rate:
+        callbacks.append(LoggedLearningRateMonitor())
+    if shown.bin_plot:  # after the OOMptimizer: its on_fit_start sizes the batches the plot shows
+        callbacks.append(BinPlot())
+    if shown.conflict_plot:
+        callbacks.append(ConflictPlot(shown.conflict_plot_every_n_steps))
     return callbacks
 
 

@@ -5,7 +5,7 @@
 
 Writes ``<out>/buckets.json`` (bins and batch sizes per modality; pass it as
 ``data.audio_buckets.bucket_file`` / ``data.text_buckets.bucket_file``) and ``<out>/<modality>_bins.png``:
-the 2D length distribution with the bins drawn.
+the 2D length distribution with the bins drawn, each with its example count and batch size.
 """
 
 from __future__ import annotations
@@ -16,33 +16,19 @@ from pathlib import Path
 import numpy as np
 
 from nemo_emmett.cli.paths import compose_from_args, config_parser
+from nemo_emmett.data.bin_plot import draw_buckets
+from nemo_emmett.data.sampler import ModalityBuckets
+from nemo_emmett.parts.figures import pyplot
 from nemo_emmett.startup import resolve_run
 
-AXES = {"audio": ("speech length (token-equivalent frames)", "target tokens"),
-        "text": ("source tokens", "target tokens")}
 
-
-def plot_bins(lengths: np.ndarray, bins: list[tuple[float, float]], title: str, axes: tuple[str, str], out: Path) -> None:
-    """2D histogram of (input, output) lengths with each bucket drawn as its rectangle."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
+def plot_bins(lengths: np.ndarray, mb: ModalityBuckets, modality: str, out: Path) -> None:
+    """One modality's bin plot (``data/bin_plot.py``) as a PNG."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 6))
-    h = ax.hist2d(lengths[:, 0], lengths[:, 1], bins=60, cmap="Blues", cmin=1)
-    fig.colorbar(h[3], ax=ax, label="examples")
-    in_edges = sorted({i for i, _ in bins})
-    lower_in = dict(zip(in_edges, [0.0, *in_edges[:-1]]))
-    lower_out: dict[float, float] = {}
-    for i, o in bins:  # sorted by (input, output): each bucket starts where the previous one of its run ended
-        lo_in, lo_out = lower_in[i], lower_out.get(i, 0.0)
-        ax.add_patch(Rectangle((lo_in, lo_out), i - lo_in, o - lo_out, fill=False, edgecolor="red", linewidth=1))
-        lower_out[i] = o
-    ax.set_xlabel(axes[0])
-    ax.set_ylabel(axes[1])
-    ax.set_title(title)
+    image = draw_buckets(ax, lengths, mb, modality=modality)
+    if image is not None:
+        fig.colorbar(image, ax=ax, label="examples per histogram cell")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -68,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         for k, ((i, o), bs) in enumerate(zip(mb.grid.bins, mb.batch_sizes)):
             print(f"  {k:>3}: max_input {i:8.1f}  max_output {o:6.1f}  batch_size {bs}")
         png = out / f"{modality}_bins.png"
-        plot_bins(lengths[modality], mb.grid.bins, f"{modality}: {len(mb.grid)} buckets", AXES[modality], png)
+        plot_bins(lengths.get(modality, np.zeros((0, 2))), mb, modality, png)
         print(f"  plot: {png}")
     (out / "buckets.json").write_text(json.dumps(result, indent=2))
     print(f"wrote {out / 'buckets.json'}")

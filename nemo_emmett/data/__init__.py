@@ -8,8 +8,8 @@ length) -> ``bucketing.py`` (2D bins and batch sizes) -> ``sampler.py`` (2D buck
 ``fusion.py``: one per modality, zipped into fused steps, with ``data.fusion: zip``) -> ``plan.py`` (everything the loaders need, from the config and the run's tokenizer) ->
 ``dataset.py`` (collation inside dataloader workers) -> ``datamodule.py`` (Lightning; the resumable
 stream). Around them: ``config.py`` (typed defaults), ``input_cfg.py`` (NeMo's dataset list as weighted,
-tagged sources), ``report.py`` and ``stats.py`` (what the
-stream did). Offline preparation, which writes data, is ``data/prepare/``; nothing here imports it.
+tagged sources), ``report.py`` and ``stats.py`` (what the stream did), ``bin_plot.py`` (the buckets drawn).
+Offline preparation, which writes data, is ``data/prepare/``; nothing here imports it.
 """
 
 from nemo_emmett.data.config import DataConfig, parse_data_config

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import multiprocessing
 import os
 from collections.abc import Callable
@@ -21,11 +22,12 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from nemo_emmett.data.batch import FusedBatch, TranslationBatch
+from nemo_emmett.data.batch import FusedBatch, TranslationBatch, batch_parts
 from nemo_emmett.data.config import DataConfig, parse_data_config
 from nemo_emmett.data.dataset import StreamedBatch, TextIds, TrainBatches, ValidationBatches
 from nemo_emmett.data.fusion import sampler_states
 from nemo_emmett.data.plan import DataPlan, build_plan, with_batch_sizes
+from nemo_emmett.data.report import BatchTally, realised_shares
 from nemo_emmett.data.sources import sources_for_rank
 from nemo_emmett.parts.process import exit_with_parent
 
@@ -47,9 +49,12 @@ class EmmettDataModule(pl.LightningDataModule):
         self.rank_directions = rank_directions
         self.plan: DataPlan | None = None
         self._slot_states: dict[int, dict[str, Any]] = {}
+        self._slot_draws: dict[int, dict[str, int]] = {}
         self._num_slots: int | None = None
         self._consumed = 0
         self._resume: dict[str, Any] | None = None
+        self.tally = BatchTally()
+        """Batches per bucket and padding of the training batches consumed by this run (not checkpointed)."""
 
     # ---- set-up ----------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -104,6 +109,16 @@ class EmmettDataModule(pl.LightningDataModule):
                                sampling_rate=self.cfg.sampling_rate, text=self.text, readers=readers)
         return self._loader(ds)
 
+    def num_val_examples(self) -> int | None:
+        """Examples in one validation pass of this rank (the progress bar's total): exact on one rank;
+        with several, the rank's even share of each source (shards split unevenly)."""
+        self.setup()
+        rank, world = self._rank_world()
+        keep, readers = self._rank_sources(self.plan.validation, rank, required=False)
+        shares = [self.plan.validation[i].num_examples / (readers[j][1] if readers else world)
+                  for j, i in enumerate(keep)]
+        return math.ceil(sum(shares))
+
     def _loader(self, ds) -> DataLoader:
         nw = self.cfg.num_workers
         return DataLoader(ds, batch_size=None, num_workers=nw, persistent_workers=False,
@@ -117,8 +132,11 @@ class EmmettDataModule(pl.LightningDataModule):
         if not isinstance(item, StreamedBatch):
             return item
         self._slot_states[item.state.slot] = item.state.sampler
+        self._slot_draws[item.state.slot] = item.state.draws
         self._num_slots = item.state.num_slots
         self._consumed += 1
+        for part in batch_parts(item.batch):
+            self.tally.add(part)
         if self.cfg.log_batch_ids:
             with open(self.cfg.log_batch_ids, "a") as f:
                 f.write(json.dumps({"batch": self._consumed, "ids": item.batch.ids}) + "\n")
@@ -126,15 +144,20 @@ class EmmettDataModule(pl.LightningDataModule):
 
     def stream_stats(self) -> dict[str, float]:
         """Sampler counts summed over this rank's slots, as of the last consumed batches: examples
-        drawn, emitted in batches, and dropped (no bucket fits) per modality; early batches."""
+        drawn, emitted in batches, and dropped (no bucket fits) per modality; early batches; each
+        source's realised share of the draws (``share_<source>``); batches consumed per bucket
+        (``batches_<modality>_bucket<k>``, this run's)."""
         out: dict[str, float] = {}
-        for state in (s for slot in self._slot_states.values() for s in sampler_states(slot)):
+        states = [s for slot in self._slot_states.values() for s in sampler_states(slot)]
+        for state in states:
             stats = state["stats"]
             for key in ("drawn", "emitted", "dropped_no_bucket"):
                 for modality, n in stats[key].items():
                     out[f"{key}_{modality}"] = out.get(f"{key}_{modality}", 0.0) + n
             out["early_batches"] = out.get("early_batches", 0.0) + stats["early_batches"]
-        return out
+        fused = self.cfg.fusion == "zip"
+        groups = {s.name: s.modality if fused else "" for s in self.plan.train} if self.plan is not None else {}
+        return {**out, **realised_shares(self._slot_draws.values(), groups), **self.tally.bucket_counts()}
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         return self.record(batch) if isinstance(batch, StreamedBatch) else batch

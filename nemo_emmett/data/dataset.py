@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
@@ -97,6 +97,15 @@ class SlotState:
     sampler: dict[str, Any]
     """``Bucketing2DSampler.state_dict()`` right after the batch was formed (a fused slot's
     ``ZipSampler.state_dict()``: one such state per modality)."""
+    draws: dict[str, int] = field(default_factory=dict)
+    """Examples drawn so far per source by the slot's multiplexers (:func:`source_draws`), for the
+    realised mix (``data/stats.py``). Not checkpointed: a restored multiplexer's counts carry on."""
+
+
+def source_draws(sampler: Bucketing2DSampler | ZipSampler) -> dict[str, int]:
+    """Examples each source's multiplexer drew so far (the live counts, not the resume snapshot's)."""
+    samplers = sampler.samplers.values() if isinstance(sampler, ZipSampler) else [sampler]
+    return {n: int(c) for s in samplers for n, c in zip(s.mux.names, s.mux.counts)}
 
 
 @dataclass
@@ -202,7 +211,7 @@ class TrainBatches(IterableDataset):
                 out = FusedBatch(*(collate(b, sampling_rate=self.sampling_rate, text=self.text) for b in batch))
             else:
                 out = collate(batch, sampling_rate=self.sampling_rate, text=self.text)
-            yield StreamedBatch(out, SlotState(slot, num_slots, sampler.state_dict()))
+            yield StreamedBatch(out, SlotState(slot, num_slots, sampler.state_dict(), source_draws(sampler)))
 
 
 @dataclass

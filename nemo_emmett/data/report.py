@@ -1,13 +1,18 @@
-"""Bucket and mix summary of a training stream: what the sampler really produces."""
+"""Bucket and mix summary of a training stream: what the sampler really produces.
+
+And what the training steps consumed, counted in the main process (:class:`BatchTally`,
+:func:`realised_shares`), which ``data/stats.py`` logs."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from nemo_emmett.data.batch import TranslationBatch
 from nemo_emmett.data.sampler import Batch
 
 
@@ -54,3 +59,64 @@ def format_summary(stream: dict[str, Any], shares: dict[str, float], weights: di
         )
     lines.append(f"Sampler counts: {stats}")
     return "\n".join(lines)
+
+
+def collated_padding(batch: TranslationBatch) -> tuple[float, float, float, float]:
+    """(real input, padded input, real output, padded output) elements of one collated batch: audio
+    samples or source tokens on the input side, target tokens on the output side, as the model sees them."""
+    if batch.modality == "audio":
+        inputs, lens = batch.audio, batch.audio_lens
+    else:
+        inputs, lens = batch.source_ids, batch.source_lens
+    real_in = float(lens.sum()) if lens is not None else 0.0
+    padded_in = float(inputs.numel()) if inputs is not None else 0.0
+    real_out = float(batch.target_lens.sum()) if batch.target_lens is not None else 0.0
+    padded_out = float(batch.target_ids.numel()) if batch.target_ids is not None else 0.0
+    return real_in, padded_in, real_out, padded_out
+
+
+@dataclass
+class BatchTally:
+    """What the training steps of this run consumed, counted in the main process: batches per
+    (modality, bucket) since the run started, and the padding of the collated tensors since the last
+    :meth:`take_padding` (so each logged value covers one logging window)."""
+
+    batches: Counter = field(default_factory=Counter)
+    """(modality, bucket) -> batches consumed."""
+    padding: dict[str, np.ndarray] = field(default_factory=dict)
+    """modality -> (4,) summed :func:`collated_padding` of the window."""
+
+    def add(self, batch: TranslationBatch) -> None:
+        self.batches[(batch.modality, batch.bucket)] += 1
+        self.padding.setdefault(batch.modality, np.zeros(4))
+        self.padding[batch.modality] += collated_padding(batch)
+
+    def bucket_counts(self) -> dict[str, float]:
+        """``batches_<modality>_bucket<k>``: batches consumed per bucket."""
+        return {f"batches_{m}_bucket{k}": float(n) for (m, k), n in sorted(self.batches.items())}
+
+    def take_padding(self) -> dict[str, float]:
+        """``padding_<modality>_input`` / ``_output``: the share of padded elements over the window; a new
+        window starts."""
+        out = {}
+        for m, (ri, pi, ro, po) in sorted(self.padding.items()):
+            if pi:
+                out[f"padding_{m}_input"] = float(1 - ri / pi)
+            if po:
+                out[f"padding_{m}_output"] = float(1 - ro / po)
+        self.padding = {}
+        return out
+
+
+def realised_shares(slot_draws: Iterable[dict[str, int]], group_of: dict[str, str]) -> dict[str, float]:
+    """``share_<source>``: each source's share of the examples drawn, summed over the slots' draw counts,
+    within its group (``group_of[source]``: its modality under ``data.fusion: zip``, where each modality
+    has its own multiplexer and weights; one group otherwise), so that it compares with its weight."""
+    counts: Counter = Counter()
+    for draws in slot_draws:
+        counts.update(draws)
+    totals: Counter = Counter()
+    for name, c in counts.items():
+        totals[group_of.get(name, "")] += c
+    return {f"share_{n}": c / totals[group_of.get(n, "")] for n, c in sorted(counts.items())
+            if totals[group_of.get(n, "")]}

@@ -8,7 +8,8 @@
 - ``sync.py``: the projection of synchronised per-task gradients (MAMMOTH's component sync);
 - ``stats.py``: conflict statistics over a logging window;
 - ``model.py``: what the step needs of a model (protocols; ``models/`` implements them);
-- ``step.py``: :class:`MGCMStep`, the manual-optimization step that wires them together.
+- ``step.py``: :class:`MGCMStep`, the manual-optimization step that wires them together;
+- ``conflict_plot.py``: the conflict plot of the logged windows (a Lightning callback; not imported here).
 
 Importing the package loads torch, not Lightning.
 """

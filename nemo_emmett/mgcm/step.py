@@ -68,6 +68,8 @@ class MGCMStep:
         types = cfg.module_types if cfg.module_types is not None else DEFAULT_MODULE_TYPES
         self.window = StatsWindow([module_type(members[0], types) for members in self.groups.values()])
         self.skipped_steps = 0
+        self.history: list[tuple[int, dict[str, float]]] = []
+        """(step, metrics) of every window logged in this run (``mgcm/conflict_plot.py`` draws them)."""
         log.info("MGCM: primary task %r, %d modules (%s granularity; types: %s)", cfg.primary_task,
                  len(self.groups), cfg.granularity, ", ".join(self.window.type_names))
 
@@ -132,5 +134,7 @@ class MGCMStep:
         every = self.cfg.log_every_n_steps or max(model.trainer.log_every_n_steps, 1)
         if (model.global_step % every) != 0 or not self.window:  # global_step already counts this step
             return
-        for name, value in self.window.flush(self.cfg.primary_task).items():
+        metrics = self.window.flush(self.cfg.primary_task)
+        self.history.append((model.global_step, metrics))
+        for name, value in metrics.items():
             model.log(name, value)
