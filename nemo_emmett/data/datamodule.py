@@ -126,7 +126,8 @@ class EmmettDataModule(pl.LightningDataModule):
 
     def stream_stats(self) -> dict[str, float]:
         """Sampler counts summed over this rank's slots, as of the last consumed batches: examples
-        drawn, emitted in batches, and dropped (no bucket fits) per modality; early batches."""
+        drawn, emitted in batches, and dropped (no bucket fits) per modality; early batches; examples
+        rejected by a transform, per reason (``filtered/<reason>``, logged as ``data/filtered/<reason>``)."""
         out: dict[str, float] = {}
         for state in (s for slot in self._slot_states.values() for s in sampler_states(slot)):
             stats = state["stats"]
@@ -134,6 +135,8 @@ class EmmettDataModule(pl.LightningDataModule):
                 for modality, n in stats[key].items():
                     out[f"{key}_{modality}"] = out.get(f"{key}_{modality}", 0.0) + n
             out["early_batches"] = out.get("early_batches", 0.0) + stats["early_batches"]
+            for reason, n in stats.get("filtered", {}).items():
+                out[f"filtered/{reason}"] = out.get(f"filtered/{reason}", 0.0) + n
         return out
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
