@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,14 @@ class SourceSpec:
     @property
     def direction(self) -> str:
         return direction_key(self.task, self.source_lang, self.target_lang)
+
+    def as_config(self) -> dict[str, Any]:
+        """The source as a config entry that parses back to it (``dataclasses.asdict`` would lose each
+        transform's ``name``)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.transforms is not None:
+            out["transforms"] = [t.options() for t in self.transforms]
+        return out
 
 
 _FOLDER_NAME = re.compile(rf"({'|'.join(TASKS)})_([^-]+)-([^-]+)")

@@ -153,3 +153,18 @@ def test_filtered_counts_are_logged_by_a_tiny_training(tmp_path, text_sources):
     logged = trainer.logged_metrics
     assert logged["data/filtered/length"] > 0 and logged["data/filtered/length_ratio"] > 0
     assert logged["data/filtered/length"] == dm.stream_stats()["filtered/length"]
+
+
+def test_start_up_keeps_a_sources_transforms(tmp_path, text_sources):
+    from nemo_emmett.data.plan import resolve_sources as resolve_specs
+    from nemo_emmett.startup import resolve_sources
+
+    cfg = data_cfg(tmp_path, text_sources, num_workers=0)
+    cfg["train_sources"] = [dict(s) for s in cfg["train_sources"]]  # the validation entries are the same dicts
+    cfg["train_sources"][0]["transforms"] = [{"name": "filter_ratio", "max_ratio": 2.5}, {"name": "subword_sampling"}]
+    data = resolve_sources(cfg)  # sources resolved into plain entries, then parsed again by the plan
+    assert data.train_sources[0]["transforms"][0] == {"name": "filter_ratio", "max_ratio": 2.5, "unit": "tokens"}
+    assert data.train_sources[1]["transforms"] is None
+    specs = resolve_specs(data.train_sources, "train_sources")
+    assert [t.NAME for t in specs[0].transforms] == ["filter_ratio", "subword_sampling"]
+    assert specs[0].transforms[0].max_ratio == 2.5
