@@ -29,7 +29,7 @@ from nemo_emmett.data.config import DataConfig, parse_data_config
 from nemo_emmett.data.datamodule import EmmettDataModule
 from nemo_emmett.data.examples import TASKS, direction_key
 from nemo_emmett.data.plan import resolve_sources as resolve_specs
-from nemo_emmett.mammoth.tasks import check_task_data
+from nemo_emmett.mammoth.tasks import check_task_data, with_task_transforms
 from nemo_emmett.models.base import TranslationModel
 from nemo_emmett.models.config import parse_model_config
 from nemo_emmett.parts.text_processor import TextProcessor
@@ -63,9 +63,9 @@ def resolve_sources(cfg: DataConfig | DictConfig | dict[str, Any]) -> DataConfig
     if cfg.tasks is not None:
         train, validation = only_tasks(train, cfg.tasks, "train_sources"), only_tasks(validation, cfg.tasks, None)
     return dataclasses.replace(  # input_cfg is now in train_sources (with its weights): resolving again keeps them
-        cfg, input_cfg=None, reweight_temperature=None, train_sources=[dataclasses.asdict(s) for s in resolve_specs(train, "train_sources",
+        cfg, input_cfg=None, reweight_temperature=None, train_sources=[s.as_config() for s in resolve_specs(train, "train_sources",
                                                                          allow_incomplete=cfg.allow_incomplete)],
-        validation_sources=[dataclasses.asdict(s) for s in resolve_specs(validation, "validation_sources",
+        validation_sources=[s.as_config() for s in resolve_specs(validation, "validation_sources",
                                                                          allow_incomplete=cfg.allow_incomplete)])
 
 
@@ -152,6 +152,7 @@ def resolve_run(cfg: DictConfig) -> RunInputs:
     if getattr(parsed, "modular", None) is not None:  # a modular model: every task has data, or says zero_shot
         check_task_data(parsed.modular.tasks, [direction_key(s["task"], s["source_lang"], s["target_lang"])
                                                for s in data.train_sources])
+        data = dataclasses.replace(data, train_sources=with_task_transforms(data.train_sources, parsed.modular.tasks))
     return RunInputs(data, cls, model_cfg, cls.build_text(parsed))  # its tokenizer, prompts included
 
 

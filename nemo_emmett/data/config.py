@@ -12,6 +12,8 @@ from typing import Any
 from num2words import num2words
 from omegaconf import DictConfig, OmegaConf
 
+from nemo_emmett.data.transforms import parse_transforms
+
 log = logging.getLogger(__name__)
 
 
@@ -165,6 +167,12 @@ class DataConfig:
     """Each: name, path, task, source_lang, target_lang, dataset, weight | num_examples; optionally
     ``introduce_at_step: N`` (joins the mix at about step N: a curriculum). Empty: the demo corpus."""
     validation_sources: list[dict[str, Any]] = field(default_factory=list)
+    transforms: list[dict[str, Any]] = field(default_factory=list)
+    """Training transforms of every training source that gives none of its own (``transforms:`` in a source
+    replaces these): filters (``filter_length``, ``filter_ratio``, ``filter_repetition``, ``filter_numerals``,
+    ``filter_punctuation``; each rejected example counted as ``data/filtered/<reason>``) and
+    ``subword_sampling``; each ``{name: ..., option: value}``, in order (``data/transforms.py``). Validation
+    sources are never transformed."""
     tasks: list[str] | None = None
     """Train and validate on the sources of these tasks only (``[mt]``: a text-only run on a corpus that
     also has speech, as stage 1 of ``recipes/forgetting.py``); null: every source. The sources left out are
@@ -230,6 +238,7 @@ class DataConfig:
             log.warning("data.temperature is deprecated: it is data.size_temperature (p_i ~ n_i^(1/T)), not NeMo's "
                         "reweight_temperature (w_i^T); write data.size_temperature=%s", self.temperature)
             self.size_temperature, self.temperature = float(self.temperature), None
+        parse_transforms(self.transforms, "data.transforms")  # errors at composition, naming the entry
         if self.fusion not in FUSION_MODES:
             raise ValueError(f"data.fusion: unknown mode {self.fusion!r}; expected one of {', '.join(FUSION_MODES)}")
 

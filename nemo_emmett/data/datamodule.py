@@ -144,8 +144,9 @@ class EmmettDataModule(pl.LightningDataModule):
 
     def stream_stats(self) -> dict[str, float]:
         """Sampler counts summed over this rank's slots, as of the last consumed batches: examples
-        drawn, emitted in batches, and dropped (no bucket fits) per modality; early batches; each
-        source's realised share of the draws (``share_<source>``); batches consumed per bucket
+        drawn, emitted in batches, and dropped (no bucket fits) per modality; early batches; examples
+        rejected by a transform, per reason (``filtered/<reason>``, logged as ``data/filtered/<reason>``);
+        each source's realised share of the draws (``share_<source>``); batches consumed per bucket
         (``batches_<modality>_bucket<k>``, this run's)."""
         out: dict[str, float] = {}
         states = [s for slot in self._slot_states.values() for s in sampler_states(slot)]
@@ -155,6 +156,8 @@ class EmmettDataModule(pl.LightningDataModule):
                 for modality, n in stats[key].items():
                     out[f"{key}_{modality}"] = out.get(f"{key}_{modality}", 0.0) + n
             out["early_batches"] = out.get("early_batches", 0.0) + stats["early_batches"]
+            for reason, n in stats.get("filtered", {}).items():
+                out[f"filtered/{reason}"] = out.get(f"filtered/{reason}", 0.0) + n
         fused = self.cfg.fusion == "zip"
         groups = {s.name: s.modality if fused else "" for s in self.plan.train} if self.plan is not None else {}
         return {**out, **realised_shares(self._slot_draws.values(), groups), **self.tally.bucket_counts()}

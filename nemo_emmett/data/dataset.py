@@ -21,11 +21,13 @@ import nemo_emmett.data.examples as ex_
 from nemo_emmett.data.batch import FusedBatch, TranslationBatch
 from nemo_emmett.data.bucketing import BucketGrid
 from nemo_emmett.data.fusion import FUSED_MODALITIES, ZipSampler, is_fused_state
+from nemo_emmett.data.lengths import sampling_kw
 from nemo_emmett.data.multiplexer import Multiplexer
 from nemo_emmett.data.sampler import Batch, Bucketing2DSampler, ModalityBuckets
 from nemo_emmett.data.shar import list_shards
 from nemo_emmett.data.sources import SourceSpec
 from nemo_emmett.data.stream import ShardedStream
+from nemo_emmett.data.transforms import SourceTransforms
 
 
 class TextIds(Protocol):
@@ -36,6 +38,7 @@ class TextIds(Protocol):
     def encode(self, text: str) -> list[int]: ...
     def source_ids(self, text: str, source_lang: str | None = None) -> list[int]: ...
     def target_ids(self, text: str, target_lang: str | None = None) -> list[int]: ...
+    # With the subword_sampling transform, source_ids and target_ids also take ``sampling=`` (data/lengths.py).
     def prompt_ids(self, *, task: str, source_lang: str, target_lang: str) -> list[int]: ...
 
 
@@ -53,7 +56,9 @@ def collate(batch: Batch, *, sampling_rate: int, text: TextIds | None = None) ->
     The ids are the tokenizer's direction-aware ones (``source_ids``/``target_ids`` with each
     example's languages: specials, EOS and forced language codes included), the same that
     bucketing counts (``data/lengths.py`` ``TokenCounter``): ``source_lens`` and ``target_lens`` are
-    the example's bucketing lengths."""
+    the example's bucketing lengths. An example that carries a subword sampling (the training-only
+    ``subword_sampling`` transform, ``data/subword.py``) is encoded in its sampled segmentation, as it
+    was measured; the CTC transcript keeps the best one."""
     exs = batch.examples
     ids = [ex_.example_id(e) for e in exs]
     tasks = [ex_.task(e) for e in exs]
@@ -61,6 +66,7 @@ def collate(batch: Batch, *, sampling_rate: int, text: TextIds | None = None) ->
     target_langs = [ex_.target_lang(e) for e in exs]
     source_texts = [ex_.source_text(e) for e in exs]
     target_texts = [ex_.target_text(e) for e in exs]
+    samplings = [sampling_kw(ex_.subword_sampling(e)) for e in exs]
     tensors: dict[str, torch.Tensor] = {}
     if batch.modality == "audio":
         cuts = CutSet.from_cuts(c if c.sampling_rate == sampling_rate else c.resample(sampling_rate) for c in exs)
@@ -71,13 +77,13 @@ def collate(batch: Batch, *, sampling_rate: int, text: TextIds | None = None) ->
             raise RuntimeError(f"could not load audio of cuts {ids[:5]}... from {origins}: {e}") from e
     if text is not None:
         pad = text.pad_id
-        targets = [text.target_ids(t, target_lang=g) for t, g in zip(target_texts, target_langs)]
+        targets = [text.target_ids(t, target_lang=g, **k) for t, g, k in zip(target_texts, target_langs, samplings)]
         tensors["target_ids"], tensors["target_lens"] = pad_ids(targets, pad)  # (B, U), (B,)
         prompts = [text.prompt_ids(task=t, source_lang=s, target_lang=g)
                    for t, s, g in zip(tasks, source_langs, target_langs)]
         tensors["prompt_ids"], tensors["prompt_lens"] = pad_ids(prompts, pad)  # (B, P), (B,)
         if batch.modality == "text":
-            sources = [text.source_ids(t, source_lang=s) for t, s in zip(source_texts, source_langs)]
+            sources = [text.source_ids(t, source_lang=s, **k) for t, s, k in zip(source_texts, source_langs, samplings)]
             tensors["source_ids"], tensors["source_lens"] = pad_ids(sources, pad)  # (B, S), (B,)
         else:  # the transcript, for an auxiliary loss on the speech encoder (CTC)
             tensors["transcript_ids"], tensors["transcript_lens"] = pad_ids([text.encode(t) for t in source_texts], pad)
@@ -175,7 +181,10 @@ class TrainBatches(IterableDataset):
         introduce = [self.introduce_at_draw[i] for i in keep] if self.introduce_at_draw else None
         mux = Multiplexer(streams, [self.weights[i] for i in keep], seed=self.seed, slot=slot, jitter=self.jitter,
                           introduce_at_draw=introduce)
-        return Bucketing2DSampler(buckets=self.buckets, measure=self.measure, mux=mux, max_wait=self.max_wait)
+        transforms = SourceTransforms(tuple(self.specs[i].name for i in keep),
+                                      tuple(self.specs[i].transforms or () for i in keep), seed=self.seed, slot=slot)
+        return Bucketing2DSampler(buckets=self.buckets, measure=self.measure, mux=mux, max_wait=self.max_wait,
+                                  transforms=None if transforms.empty else transforms)
 
     def sampler_for_slot(self, slot: int, num_slots: int) -> Bucketing2DSampler | ZipSampler:
         everything = list(range(len(self.specs)))

@@ -17,6 +17,9 @@ from typing import Any
 from lhotse import MonoCut, Recording, SupervisionSegment
 from lhotse.cut import Cut
 from lhotse.cut.text import TextExample, TextPairExample
+from lhotse.utils import fastcopy
+
+from nemo_emmett.parts.subword_sampling import SubwordSampling
 
 Example = Cut | TextPairExample
 
@@ -133,6 +136,23 @@ def task(ex: Example) -> str:
 
 def dataset(ex: Example) -> str:
     return ex.custom["dataset"]
+
+
+SUBWORD_SAMPLING = "subword_sampling"
+"""The custom field of a drawn training example that says how to sample its segmentation (``data/subword.py``)."""
+
+
+def subword_sampling(ex: Example) -> SubwordSampling | None:
+    """How this example's texts are to be segmented: sampled (set by the ``subword_sampling`` transform), or None: the best."""
+    return (ex.custom or {}).get(SUBWORD_SAMPLING)
+
+
+def with_subword_sampling(ex: Example, sampling: SubwordSampling) -> Example:
+    """A copy of ``ex`` that carries ``sampling`` (the input is not edited)."""
+    custom = {**(ex.custom or {}), SUBWORD_SAMPLING: sampling}
+    if isinstance(ex, Cut):
+        return fastcopy(ex, custom=custom)
+    return TextPairExample(source=ex.source, target=ex.target, custom=custom)
 
 
 def direction(ex: Example) -> str:

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from nemo_emmett.data.examples import Example, is_audio, source_lang, source_text, target_lang, target_text
+from nemo_emmett.data.examples import (
+    Example,
+    is_audio,
+    source_lang,
+    source_text,
+    subword_sampling,
+    target_lang,
+    target_text,
+)
+from nemo_emmett.parts.subword_sampling import SubwordSampling
 
 
 class TokenEncoder(Protocol):
     """What length counting needs of a tokenizer (``parts.text_processor.TextProcessor`` has it): the
-    ids the model receives for a source and for a target, languages given."""
+    ids the model receives for a source and for a target, languages given. With the ``subword_sampling``
+    transform they also take ``sampling=`` (``parts.subword_sampling.SubwordSampling``); it is passed only
+    when an example carries one, so a tokenizer without it serves every run without that transform."""
 
     def source_ids(self, text: str, source_lang: str | None = None) -> list[int]: ...
     def target_ids(self, text: str, target_lang: str | None = None) -> list[int]: ...
@@ -25,11 +36,16 @@ class TokenCounter:
     def __init__(self, text: TokenEncoder):
         self.text = text
 
-    def source(self, text: str, source_lang: str) -> int:
-        return len(self.text.source_ids(text, source_lang=source_lang))
+    def source(self, text: str, source_lang: str, sampling: SubwordSampling | None = None) -> int:
+        return len(self.text.source_ids(text, source_lang=source_lang, **sampling_kw(sampling)))
 
-    def target(self, text: str, target_lang: str) -> int:
-        return len(self.text.target_ids(text, target_lang=target_lang))
+    def target(self, text: str, target_lang: str, sampling: SubwordSampling | None = None) -> int:
+        return len(self.text.target_ids(text, target_lang=target_lang, **sampling_kw(sampling)))
+
+
+def sampling_kw(sampling: SubwordSampling | None) -> dict[str, Any]:
+    """``{"sampling": sampling}`` for a sampled example, else nothing (see :class:`TokenEncoder`)."""
+    return {} if sampling is None else {"sampling": sampling}
 
 
 @dataclass
@@ -39,7 +55,9 @@ class LengthMeasure:
     Audio input: duration / ``token_equivalent_duration`` (seconds of speech per input token,
     e.g. 0.08 for a FastConformer with 8x subsampling of 10 ms frames). Text input: the source ids
     the encoder receives. Output: the target ids the decoder must produce (for ST the translation,
-    never the source transcript), EOS and a forced language code included.
+    never the source transcript), EOS and a forced language code included. An example that carries a
+    subword sampling (the ``subword_sampling`` transform) is counted in its sampled segmentation, the one
+    collation builds.
 
     ``count_tokens``: a :class:`TokenCounter` (the run's tokenizer: the units of the collated batch),
     or a plain ``Callable[[str], int]`` applied to both texts (tests, benchmarks: words, say).
@@ -54,12 +72,13 @@ class LengthMeasure:
 
     def __call__(self, ex: Example) -> tuple[float, float]:
         count = self.count_tokens
+        sampling = subword_sampling(ex)
         if isinstance(count, TokenCounter):
-            out = float(count.target(target_text(ex), target_lang(ex)))
+            out = float(count.target(target_text(ex), target_lang(ex), sampling))
         else:
             out = float(count(target_text(ex)))
         if is_audio(ex):
             return ex.duration / self.token_equivalent_duration, out
         if isinstance(count, TokenCounter):
-            return float(count.source(source_text(ex), source_lang(ex))), out
+            return float(count.source(source_text(ex), source_lang(ex), sampling)), out
         return float(count(source_text(ex))), out

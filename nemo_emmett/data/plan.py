@@ -36,6 +36,7 @@ from nemo_emmett.data.sources import (
     normalize_weights,
     temperature_weights,
 )
+from nemo_emmett.data.transforms import describe, parse_transforms
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,8 @@ class DataPlan:
         for s, w in zip(self.train, self.weights):
             late = f"  from step {s.introduce_at_step}" if s.introduce_at_step else ""
             lines.append(f"  {s.name:<24} {s.direction:<14} {s.num_examples:>8} {w:8.3f}{late}")
+            if s.transforms:
+                lines.append(f"    transforms: {describe(s.transforms)}")
         for modality, mb in self.buckets.items():
             est = self.estimates.get(modality)
             note = f" (estimated from {est.num_examples} examples, {est.num_outliers} outliers)" if est else ""
@@ -75,19 +78,28 @@ def resolve_sources(raw: list[dict[str, Any] | SourceSpec], what: str, *,
     ``num_examples`` counted when absent."""
     specs = []
     for i, d in enumerate(raw):
-        if isinstance(d, SourceSpec):
-            d = dataclasses.asdict(d)
+        if isinstance(d, SourceSpec):  # shallow: its transforms stay parsed
+            d = {f.name: getattr(d, f.name) for f in dataclasses.fields(d)}
         try:
             spec = SourceSpec(**d)
         except TypeError as e:
             raise ValueError(f"data.{what}[{i}]: {e}; expected keys of SourceSpec "
                              "(name, path, task, source_lang, target_lang, dataset, weight, num_examples, "
-                             "introduce_at_step)") from e
+                             "introduce_at_step, transforms)") from e
+        if what == "validation_sources" and spec.transforms:
+            raise ValueError(f"data.{what}[{i}] ({spec.name!r}): transforms are for training only (validation is "
+                             "scored on every example as it is); remove its transforms")
         check_folder_direction(spec, check_folder(spec.path, allow_incomplete=allow_incomplete), f"data.{what}[{i}]")
         if spec.num_examples is None:
             spec = SourceSpec(**{**d, "num_examples": count_examples(spec.path, allow_incomplete=True)})
         specs.append(spec)
     return specs
+
+
+def with_default_transforms(specs: list[SourceSpec], default: list[dict[str, Any]]) -> list[SourceSpec]:
+    """Each source with its transforms: its own, else ``data.transforms`` (``default``)."""
+    parsed = parse_transforms(default, "data.transforms") or ()
+    return [s if s.transforms is not None else dataclasses.replace(s, transforms=parsed) for s in specs]
 
 
 def source_weights(specs: list[SourceSpec], temperature: float) -> list[float]:
@@ -243,7 +255,8 @@ def build_plan(cfg: DataConfig, text: TokenEncoder) -> DataPlan:
         raise ValueError("data.train_sources is empty: give sources, or let start-up fill them in "
                          "(nemo_emmett.startup.resolve_sources: from data.input_cfg, or the demo corpus when "
                          "data.demo.enabled)")
-    train = resolve_sources(cfg.train_sources, "train_sources", allow_incomplete=cfg.allow_incomplete)
+    train = with_default_transforms(resolve_sources(cfg.train_sources, "train_sources",
+                                                    allow_incomplete=cfg.allow_incomplete), cfg.transforms)
     validation = resolve_sources(cfg.validation_sources, "validation_sources", allow_incomplete=cfg.allow_incomplete)
     weights = source_weights(train, cfg.size_temperature)
     if min(s.introduce_at_step for s in train) > 0:

@@ -24,6 +24,7 @@ from nemo_emmett.data.bucketing import BucketGrid
 from nemo_emmett.data.examples import Example, is_audio
 from nemo_emmett.data.multiplexer import Multiplexer
 from nemo_emmett.data.stream import check_state_keys
+from nemo_emmett.data.transform import Rejected
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +55,14 @@ class Batch:
 
 @dataclass
 class SamplerStats:
-    """Counts per modality; every example drawn ends up emitted, waiting, or in a drop counter."""
+    """Counts per modality; every example drawn ends up emitted, waiting, in a drop counter, or
+    rejected by a transform (``filtered``, per reason over both modalities)."""
 
     drawn: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODALITIES, 0))
     emitted: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODALITIES, 0))
     dropped_no_bucket: dict[str, int] = field(default_factory=lambda: dict.fromkeys(MODALITIES, 0))
     early_batches: int = 0
+    filtered: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -67,12 +70,23 @@ class SamplerStats:
             "emitted": dict(self.emitted),
             "dropped_no_bucket": dict(self.dropped_no_bucket),
             "early_batches": self.early_batches,
+            "filtered": dict(self.filtered),
         }
+
+    @classmethod
+    def from_dict(cls, s: dict[str, Any]) -> SamplerStats:
+        """The inverse of :meth:`as_dict`; a state saved before transforms existed has no ``filtered``."""
+        return cls(dict(s["drawn"]), dict(s["emitted"]), dict(s["dropped_no_bucket"]), s["early_batches"],
+                   dict(s.get("filtered", {})))
 
 
 class Bucketing2DSampler:
     """Yields :class:`Batch` objects from an infinite :class:`Multiplexer` (training) or, with
-    ``finite_source``, from a finite iterator, flushing partial buckets at its end (validation)."""
+    ``finite_source``, from a finite iterator, flushing partial buckets at its end (validation).
+
+    ``transforms(source index, example, draw index)``: run on each drawn example before it is measured
+    (training only; ``data/transforms.py`` ``SourceTransforms``); a :class:`Rejected` one is counted under
+    its reason. It must be a pure function of its arguments, so that replaying draws on resume repeats it."""
 
     def __init__(
         self,
@@ -84,6 +98,7 @@ class Bucketing2DSampler:
         max_wait: int = 20000,
         snapshot_every: int = 64,
         warn_drops_every: int = 100,
+        transforms: Callable[[int, Example, int], Example | Rejected] | None = None,
     ):
         if (mux is None) == (finite_source is None):
             raise ValueError("give exactly one of mux (training) or finite_source (validation)")
@@ -97,6 +112,9 @@ class Bucketing2DSampler:
         self.max_wait = max_wait
         self.snapshot_every = snapshot_every
         self.warn_drops_every = warn_drops_every
+        if transforms is not None and mux is None:
+            raise ValueError("transforms are for training (a mux), never for a finite validation pass")
+        self.transforms = transforms
         self.stats = SamplerStats()
         self._buffers: dict[tuple[str, int], list[tuple[int, Example, tuple[float, float]]]] = {}
         self._waiting: OrderedDict[int, tuple[str, int]] = OrderedDict()  # draw index -> bucket key
@@ -107,10 +125,10 @@ class Bucketing2DSampler:
     def __iter__(self) -> Iterator[Batch]:
         while True:
             try:
-                d, ex = self._next_draw()
+                d, source, ex = self._next_draw()
             except StopIteration:
                 break
-            batch = self._add(d, ex)
+            batch = self._add(d, source, ex)
             if batch is not None:
                 yield batch
             stale = self._stale_bucket()
@@ -119,22 +137,29 @@ class Bucketing2DSampler:
                 yield self._emit(stale)
         yield from self._flush()
 
-    def _next_draw(self) -> tuple[int, Example]:
-        d = self._draw
+    def _next_draw(self) -> tuple[int, int, Example]:
+        """(draw index, source index, example); the source is 0 in finite mode."""
+        d, source = self._draw, 0
         if self.mux is not None:
             if d % self.snapshot_every == 0:
                 self._snapshots.append((d, self.mux.state_dict()))
                 self._prune_snapshots()
-            ex = next(self.mux)
+            source, ex = self.mux.next_with_source()
         else:
             ex = next(self.finite_source)
         self._draw += 1
-        return d, ex
+        return d, source, ex
 
-    def _add(self, d: int, ex: Example, *, count: bool = True) -> Batch | None:
+    def _add(self, d: int, source: int, ex: Example, *, count: bool = True) -> Batch | None:
         modality = "audio" if is_audio(ex) else "text"
         if count:
             self.stats.drawn[modality] += 1
+        if self.transforms is not None:
+            ex = self.transforms(source, ex, d)
+            if isinstance(ex, Rejected):
+                if count:
+                    self.stats.filtered[ex.reason] = self.stats.filtered.get(ex.reason, 0) + 1
+                return None
         spec = self.buckets.get(modality)
         if spec is None:
             raise ValueError(f"got a {modality} example but data config defines no {modality} buckets")
@@ -220,8 +245,7 @@ class Bucketing2DSampler:
         waiting = set(state["waiting"])
         self._draw = state["snapshot_draw"]
         while self._draw < state["draw"]:
-            d, ex = self._next_draw()
+            d, source, ex = self._next_draw()
             if d in waiting:
-                self._add(d, ex, count=False)
-        s = state["stats"]
-        self.stats = SamplerStats(dict(s["drawn"]), dict(s["emitted"]), dict(s["dropped_no_bucket"]), s["early_batches"])
+                self._add(d, source, ex, count=False)
+        self.stats = SamplerStats.from_dict(state["stats"])

@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from nemo_emmett.data.examples import AUDIO_TASKS, TASKS, direction_key
+from nemo_emmett.data.transform import Transform
+from nemo_emmett.data.transforms import parse_transforms
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,12 @@ class SourceSpec:
     introduce_at_step: int = 0
     """Curriculum: the source joins the mix at this training step (weight 0 before it, the others
     renormalised); 0: from the start. Approximate: converted to a draw count (``data.pipeline``)."""
+    transforms: tuple[Transform, ...] | None = None
+    """This source's training transforms (``data/transforms.py``: a list of ``{name: ..., option: value}``),
+    replacing ``data.transforms``; ``[]``: none; null: ``data.transforms``. Never applied to validation."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "transforms", parse_transforms(self.transforms, f"source {self.name!r}: transforms"))
         if self.task not in TASKS:
             raise ValueError(f"source {self.name!r}: task {self.task!r} is not one of {TASKS}")
         expected = "audio" if self.task in AUDIO_TASKS else "text"
@@ -53,6 +59,14 @@ class SourceSpec:
     @property
     def direction(self) -> str:
         return direction_key(self.task, self.source_lang, self.target_lang)
+
+    def as_config(self) -> dict[str, Any]:
+        """The source as a config entry that parses back to it (``dataclasses.asdict`` would lose each
+        transform's ``name``)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.transforms is not None:
+            out["transforms"] = [t.options() for t in self.transforms]
+        return out
 
 
 _FOLDER_NAME = re.compile(rf"({'|'.join(TASKS)})_([^-]+)-([^-]+)")

@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from nemo_emmett.data.examples import AUDIO_TASKS, TASKS, direction_key
+from nemo_emmett.data.transforms import parse_transforms
 from nemo_emmett.mammoth.component import Component
 from nemo_emmett.mammoth.sharing import check_id
 from nemo_emmett.models.config import ModelConfig
@@ -48,9 +50,16 @@ class ModularTaskConfig:
     encoder layer of the frozen backbone (``encoder`` and ``decoder`` stay empty)."""
     decoder_adapter: str | None = None
     """Likewise ``decoder_adapter.<id>`` after every decoder layer."""
+    transforms: list[dict[str, Any]] | None = None
+    """The training transforms of this task's sources (``data/transforms.py``: filters, ``subword_sampling``),
+    given at start-up to each source of the task's direction that lists none of its own; null: those sources
+    keep ``data.transforms``. Checked when the config is parsed (errors name the task)."""
     zero_shot: bool = False
     """True: no training source has this direction (a zero-shot or evaluation-only task; the meta-config
     tool sets it for tasks of weight 0). False: start-up refuses the run when no training source has it."""
+
+    def __post_init__(self) -> None:
+        parse_transforms(self.transforms, f"task {self.name!r}: transforms")
 
     @property
     def direction(self) -> str:
@@ -168,3 +177,11 @@ def check_task_data(tasks: Sequence[ModularTaskConfig], train_directions: Iterab
                              f"{t.source_lang}, target_lang: {t.target_lang}, or set zero_shot: true on the task "
                              "(validated, not trained)")
     return zero_shot
+
+
+def with_task_transforms(sources: list[dict[str, Any]], tasks: Sequence[ModularTaskConfig]) -> list[dict[str, Any]]:
+    """Training source entries with their task's ``transforms`` (the task table's), where the task has some and
+    the source lists none of its own (a source's own list wins, as over ``data.transforms``)."""
+    by_direction = {t.direction: t.transforms for t in tasks if t.transforms is not None}
+    return [{**s, "transforms": by_direction[d]} if s.get("transforms") is None and (
+        d := direction_key(s["task"], s["source_lang"], s["target_lang"])) in by_direction else s for s in sources]

@@ -25,6 +25,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from nemo_emmett.parts.subword_sampling import SubwordSampling, sampled_ids
+
 DEFAULT_PROMPT = "<{target_lang}>"
 """The prompt of every model and task with a tag tokenizer unless configured: the target-language tag alone."""
 CODE_PROMPT = ""
@@ -129,8 +131,15 @@ class TextProcessor:
         bos = self.tok.bos_id() if self.spm_path else self.tok.bos_token_id
         return self.eos_id if bos is None or bos < 0 else bos
 
-    def encode(self, text: str) -> list[int]:
-        """The text's tokens alone, no special tokens (CTC targets; prompts)."""
+    def encode(self, text: str, sampling: SubwordSampling | None = None) -> list[int]:
+        """The text's tokens alone, no special tokens (CTC targets; prompts). ``sampling``: one sampled
+        segmentation instead of the best one (subword regularization; SentencePiece models only)."""
+        if sampling is not None:
+            if not self.spm_path:
+                raise ValueError(f"subword_sampling (a data transform) needs a SentencePiece tokenizer; this run's is "
+                                 f"the Hugging Face tokenizer {self.hf_path!r}: remove the transform or train with "
+                                 "a SentencePiece model (model.tokenizer.spm_path or data.tokenizer)")
+            return sampled_ids(self.tok, text, sampling)
         if self.spm_path:
             return self.tok.encode(text)
         return self.tok.encode(text, add_special_tokens=False)
@@ -140,13 +149,14 @@ class TextProcessor:
         ids = [i for i in ids if i not in specials]
         return self.tok.decode(ids) if self.spm_path else self.tok.decode(ids, skip_special_tokens=True)
 
-    def source_ids(self, text: str, source_lang: str | None = None) -> list[int]:
+    def source_ids(self, text: str, source_lang: str | None = None, sampling: SubwordSampling | None = None) -> list[int]:
         """What the encoder receives for a text source: its tokens, with the language-code
-        tokenizer's source specials around them (``[src_code] tokens [EOS]``) where it has them."""
+        tokenizer's source specials around them (``[src_code] tokens [EOS]``) where it has them.
+        ``sampling``: as in :meth:`encode`."""
         if not self.code_family:
-            return self.encode(text)
+            return self.encode(text, sampling)
         prefix, suffix, _ = self._language(self._need(source_lang, "source_lang"))
-        return [*prefix, *self.encode(text), *suffix]
+        return [*prefix, *self.encode(text, sampling), *suffix]
 
     def target_prefix(self, target_lang: str | None = None) -> list[int]:
         """The forced first target tokens: ``[tgt_code]`` with a language-code tokenizer, else none."""
@@ -154,9 +164,11 @@ class TextProcessor:
             return []
         return [self._language(self._need(target_lang, "target_lang"))[2]]
 
-    def target_ids(self, text: str, target_lang: str | None = None) -> list[int]:
-        """What the decoder must produce: the forced prefix (:meth:`target_prefix`), the text, then EOS."""
-        return [*self.target_prefix(target_lang), *self.encode(text), self.eos_id]
+    def target_ids(self, text: str, target_lang: str | None = None, sampling: SubwordSampling | None = None) -> list[int]:
+        """What the decoder must produce: the forced prefix (:meth:`target_prefix`), the text, then EOS.
+        ``sampling``: as in :meth:`encode`, with the target's own seed (:meth:`SubwordSampling.for_target`)."""
+        tokens = self.encode(text, None if sampling is None else sampling.for_target())
+        return [*self.target_prefix(target_lang), *tokens, self.eos_id]
 
     def language_tags(self) -> list[str]:
         """The languages whose tag ``<xx>`` is one token of the vocabulary (SentencePiece user-defined
