@@ -162,7 +162,9 @@ def _guarded(shard: Shard, *, with_audio: bool, source: str | None) -> Iterator[
             yield from _read_shard(shard, with_audio=with_audio)
         except Exception as e:
             cause = e.__cause__ or e.__context__
-            why = f"{type(e).__name__}: {e}" + (f"; caused by {type(cause).__name__}: {cause}" if cause else "")
+            if cause is not None and str(e).startswith("Error trying to open"):  # open_best hides why
+                e = cause
+            why = f"{type(e).__name__}: {e}"
             files = ", ".join(repr(p) for p in (shard.paths if with_audio else {"cuts": shard.paths["cuts"]}).values())
             raise ShardReadError(f"{where}cannot read shard {shard.index} ({files}): {why}. Check that the "
                                  "URLs are reachable from here (credentials, endpoint) and the files exist") from e
