@@ -74,13 +74,14 @@ def test_two_slots_read_disjoint_shards_over_http(served):
     (spec,) = resolve_sources({"input_cfg": [url_entry(url)]}).train_sources
     shards = list_shards(spec["path"])
     assert [s.index for s in shards] == list(range(SHARDS)) and shards[0].paths["recording"].startswith(url)
-    seen, tars = [], []
+    seen, tars, ids = [], [], set()
     for slot in range(2):
         requested.clear()
-        stream = ShardedStream("cv", shards, seed=1, slot=slot, num_slots=2, infinite=False)
-        seen.append({e.custom["source_id"] for e in stream})
+        examples = list(ShardedStream("cv", shards, seed=1, slot=slot, num_slots=2, infinite=False))
+        seen.append({e.custom["source_id"] for e in examples})
+        ids |= {e.id for e in examples}
         tars.append({p for p in requested if p.endswith(".tar")})
-    assert seen[0].isdisjoint(seen[1]) and len(seen[0] | seen[1]) == 3 * SHARDS
+    assert seen[0].isdisjoint(seen[1]) and len(seen[0] | seen[1]) == len(ids) == 3 * SHARDS  # ids unique too
     by_shard = [{int(i.rsplit("-", 1)[1]) // 3 for i in ids} for ids in seen]
     assert by_shard[0].isdisjoint(by_shard[1]) and len(by_shard[0]) == len(by_shard[1]) == 2
     assert tars == [{f"/recording.{k:06d}.tar" for k in b} for b in by_shard]  # each slot fetched its own shards only
