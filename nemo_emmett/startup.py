@@ -2,8 +2,8 @@
 both receive that tokenizer.
 
 1. :func:`resolve_sources`: the data config with its sources: ``data.train_sources``, or NeMo's
-   ``data.input_cfg`` (its entries converted into cached Shar folders where they are not ours:
-   ``data/prepare/nemo_inputs.py``); with neither and ``data.demo.enabled``, the embedded demo corpus
+   ``data.input_cfg`` (its entries converted into cached Shar folders where they are not ours, NeMo's dicts
+   of shard URLs listed to be streamed: ``data/prepare/nemo_inputs.py``); with neither and ``data.demo.enabled``, the embedded demo corpus
    is built (or found in the cache) and its sources filled in. Nothing after this step writes data.
 2. :func:`resolve_model_config`: the model config with its tokenizer: its own (``spm_path``,
    ``hf_path`` or the pretrained backbone's folder), ``data.tokenizer.model_path``, or a

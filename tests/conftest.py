@@ -63,6 +63,35 @@ def one_torch_thread():
 
 
 @pytest.fixture
+def http_folder():
+    """``url, requested = http_folder(folder)``: ``folder`` served over http by a local thread (no network),
+    as object storage would serve shards; ``requested`` collects the paths asked for, in order."""
+    import functools
+    import http.server
+    import threading
+
+    servers = []
+
+    def serve(folder: Path) -> tuple[str, list[str]]:
+        requested: list[str] = []
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                requested.append(self.path)
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                 functools.partial(Handler, directory=str(folder)))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}", requested
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
 def text_sources(tmp_path: Path) -> dict[str, Path]:
     return {
         "a": write_text_source(tmp_path / "a", "a", 300, seed=1),

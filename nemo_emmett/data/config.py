@@ -189,8 +189,9 @@ class DataConfig:
     entries of type ``lhotse_shar``, ``nemo``, ``nemo_tarred``, ``txt_pair`` and ``group`` (nested, with its
     own ``input_cfg``), each with a ``weight`` and ``tags`` (task, source_lang, target_lang, dataset), or the
     path of a YAML file holding that list. Start-up turns it into ``train_sources`` with NeMo's shares of the
-    mix as weights (``data/input_cfg.py``), converting entries that are not our Shar into cached Shar folders
-    (``data/prepare/nemo_inputs.py``). Null: ``train_sources``."""
+    mix as weights (``data/input_cfg.py``), converting entries that are not our Shar into cached Shar folders,
+    except NeMo's dict of shard files or URLs, which is streamed in place from a small cached listing
+    (``data/prepare/nemo_inputs.py``, ``data/shard_list.py``). Null: ``train_sources``."""
     reweight_temperature: Any = None
     """NeMo's ``reweight_temperature``, for ``input_cfg`` only: each level's weights become w_i^T / sum w_j^T
     (a number for every nesting level, or a list of one per level, outermost first). T=1 keeps the

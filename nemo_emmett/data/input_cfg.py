@@ -10,8 +10,9 @@ shares wander). Tags follow NeMo too: a group's ``tags`` are set on its members 
 an outer tag wins (NeMo applies ``attach_tags`` to the group's whole CutSet after the members').
 
 Pure: nothing is read here but an ``input_cfg`` given as a YAML file. Turning an entry into a Shar
-folder (a NeMo manifest, a tarred manifest, a text pair, a foreign Shar) is start-up's job
-(``data/prepare/nemo_inputs.py``); :func:`source_fields` and :func:`entry_source` then make it a source.
+folder (a NeMo manifest, a tarred manifest, a text pair, a foreign Shar folder) or a shard listing
+(NeMo's dict of shard files or URLs, streamed in place) is start-up's job (``data/prepare/nemo_inputs.py``);
+:func:`source_fields` and :func:`entry_source` then make it a source.
 """
 
 from __future__ import annotations
@@ -37,13 +38,11 @@ TYPE_KEYS: dict[str, tuple[str, ...]] = {
 OPTIONAL_KEYS: dict[str, tuple[str, ...]] = {
     "nemo": ("text_field", "lang_field", "target_text_field"),
     "nemo_tarred": ("text_field", "lang_field", "target_text_field"),
-    "lhotse_shar": ("target_text_field",),
+    "lhotse_shar": ("target_text_field", "num_examples"),
     "txt_pair": ("source_language", "target_language"),
 }
 COMMON_KEYS = ("type", "weight", "tags", "name")
 """Every entry may have them; ``name`` (ours, not NeMo's) names the source in logs and the stream's seed."""
-TARGET_TEXT_FIELDS = ("target_text", "answer")
-"""Where an audio example's translation is looked for (``cut.custom``) when ``target_text_field`` is not given."""
 TASK_ALIASES = {"ast": "st", "s2t_translation": "st", "translate": "st", "transcribe": "asr"}
 """NeMo's task names (Canary's ``taskname``, the ``ast`` of NeMo's docs) -> ours."""
 SOURCE_LANG_TAGS = ("source_lang", "src_lang", "lang")

@@ -144,7 +144,8 @@ def sample_examples(specs: list[SourceSpec], per_source: int) -> list[list[ex_.E
     """The first ``per_source`` examples of each source, metadata only (no audio is read)."""
     out = []
     for s in specs:
-        stream = itertools.chain.from_iterable(read_shard(sh, with_audio=False) for sh in list_shards(s.path))
+        stream = itertools.chain.from_iterable(read_shard(sh, with_audio=False, source=s.name)
+                                               for sh in list_shards(s.path))
         out.append(list(itertools.islice(stream, per_source)))
     return out
 

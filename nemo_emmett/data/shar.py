@@ -3,12 +3,14 @@
 An *audio* Shar folder is plain lhotse Shar: ``cuts.NNNNNN.jsonl.gz`` plus ``recording.NNNNNN.tar``.
 A *text* Shar folder holds only ``text.NNNNNN.jsonl.gz`` (one ``TextPairExample`` record a line).
 Writers create their folder; readers warn about, and otherwise ignore, files that are not shards
-(lhotse's own reader fails on any stray file in a Shar folder).
+(lhotse's own reader fails on any stray file in a Shar folder). A source may instead be a *shard listing*
+(``<name>.shards.json``, ``data/shard_list.py``): shard files or URLs of a foreign Shar, read in place
+and tagged as they are read; every function here takes either.
 
 A folder is complete when its marker (``<name>.complete.json``, beside it: ``data/marker.py``) lists
 exactly its shards. :func:`count_examples` and :func:`read_shar_dir`, like ``data.plan.resolve_sources``
 for training, refuse a folder without one (``allow_incomplete=True``: a warning); :func:`list_shards`
-only lists (the loaders' workers call it on sources already checked).
+only lists (the loaders' workers call it on sources already checked). A listing is its own marker.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ from lhotse.shar import LazySharIterator, SharWriter
 from lhotse.shar.writers import JsonlShardWriter
 
 from nemo_emmett.data.examples import Example, is_audio, text_example_from_dict, text_example_to_dict
+from nemo_emmett.data.foreign import Tagging, tag_cut
 from nemo_emmett.data.marker import check_complete, describe, make_marker, write_marker
+from nemo_emmett.data.shard_list import is_shard_list, is_url, load_shard_list, shard_paths
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +44,14 @@ _SHARD_RE = re.compile(r"^(?P<field>[a-z_]+)\.(?P<idx>\d{6})\.(?P<ext>jsonl\.gz|
 
 @dataclass(frozen=True)
 class Shard:
-    """One shard: ``paths`` maps a field (``cuts``, ``recording`` or ``text``) to its file."""
+    """One shard: ``paths`` maps a field (``cuts``, ``recording`` or ``text``) to its file or URL."""
 
     kind: Kind
     paths: dict[str, str]
+    index: int = 0
+    """Its place in the folder or listing (what a listed shard's example ids hold)."""
+    tagging: Tagging | None = None
+    """A listed foreign shard: how its cuts become our examples as they are read; None: already ours."""
 
     @property
     def index_file(self) -> str:
@@ -52,7 +60,11 @@ class Shard:
 
 
 def list_shards(shar_dir: str | Path) -> list[Shard]:
-    """The shards of a Shar folder, in index order."""
+    """The shards of a Shar folder (or a shard listing), in index order."""
+    if is_shard_list(shar_dir):
+        listing = load_shard_list(shar_dir)
+        tagging = Tagging(**listing["tagging"]) if listing.get("tagging") else None
+        return [Shard(listing["kind"], paths, index=i, tagging=tagging) for i, paths in enumerate(shard_paths(listing))]
     shar_dir = Path(shar_dir)
     if not shar_dir.is_dir():
         raise FileNotFoundError(f"Shar folder {str(shar_dir)!r} does not exist (prepare it with examples/prepare_data.py)")
@@ -80,12 +92,14 @@ def list_shards(shar_dir: str | Path) -> list[Shard]:
             raise ValueError(
                 f"Shar folder {str(shar_dir)!r}: field {field!r} has shards {sorted(files)} but the index has {sorted(index)}"
             )
-    return [Shard(kind, {field: files[i] for field, files in by_field.items()}) for i in sorted(index)]
+    return [Shard(kind, {field: files[i] for field, files in by_field.items()}, index=i) for i in sorted(index)]
 
 
 def check_folder(shar_dir: str | Path, *, allow_incomplete: bool = False) -> dict | None:
     """The folder's completion marker; an error naming the folder when it has none or its shards
-    disagree with it (with ``allow_incomplete``: a warning and None)."""
+    disagree with it (with ``allow_incomplete``: a warning and None). A listing is its own marker."""
+    if is_shard_list(shar_dir):
+        return load_shard_list(shar_dir)
     names = {Path(p).name for s in list_shards(shar_dir) for p in s.paths.values()}
     return check_complete(shar_dir, names, allow_incomplete=allow_incomplete)
 
@@ -103,7 +117,7 @@ def content_key(shar_dir: str | Path, *, allow_incomplete: bool = False) -> dict
     """What a cache of anything read from this folder keys on, so that a folder re-prepared in place
     with other content gets a new entry: its marker's fingerprint (shard names, sizes and example
     counts) and examples; without a marker (``allow_incomplete``), each shard file's name, size and
-    modification time. Cheap: no shard is read."""
+    modification time. Cheap: no shard is read (a listing: its fingerprint of URLs, counts and tagging)."""
     marker = check_folder(shar_dir, allow_incomplete=allow_incomplete)
     if marker is not None:
         return {"fingerprint": marker["fingerprint"], "num_examples": int(marker["num_examples"])}
@@ -119,15 +133,46 @@ class CorruptShardError(RuntimeError):
     """A shard file could not be read to its end: truncated, not gzip, or not a tar."""
 
 
+class ShardReadError(RuntimeError):
+    """A listed shard (a file or URL of a shard listing) could not be opened or read."""
+
+
 def read_shard(shard: Shard, *, with_audio: bool = True, source: str | None = None) -> Iterator[Example]:
     """Examples of one shard in stored order. Audio cuts carry their audio in memory, or, with
     ``with_audio=False``, only their metadata (durations, texts), read from the jsonl alone.
-    A damaged file raises :class:`CorruptShardError` naming the shard's files and ``source``."""
+    A damaged file raises :class:`CorruptShardError` naming the shard's files and ``source``; a listed
+    shard that cannot be read (an unreachable URL), :class:`ShardReadError` naming its URLs and ``source``.
+    A listed foreign shard's cuts are tagged (:func:`~nemo_emmett.data.foreign.tag_cut`), those without
+    text dropped: the same examples, in the same order, on every read."""
+    if shard.tagging is None:
+        yield from _guarded(shard, with_audio=with_audio, source=source)
+        return
+    t = shard.tagging
+    for k, cut in enumerate(_guarded(shard, with_audio=with_audio, source=source)):
+        ex = tag_cut(cut, t, f"{t.dataset}-{t.source_lang}-{t.target_lang}-{shard.index:06d}-{k + 1:07d}",
+                     f"{f'source {source!r}, ' if source else ''}shard {shard.paths['cuts']!r} (#{k + 1})")
+        if ex is not None:
+            yield ex
+
+
+def _guarded(shard: Shard, *, with_audio: bool, source: str | None) -> Iterator[Example]:
+    where = f"source {source!r}, " if source else ""
+    if shard.tagging is not None or any(is_url(p) for p in shard.paths.values()):  # errors of URLs name none
+        try:
+            yield from _read_shard(shard, with_audio=with_audio)
+        except Exception as e:
+            cause = e.__cause__ or e.__context__
+            if cause is not None and str(e).startswith("Error trying to open"):  # open_best hides why
+                e = cause
+            why = f"{type(e).__name__}: {e}"
+            files = ", ".join(repr(p) for p in (shard.paths if with_audio else {"cuts": shard.paths["cuts"]}).values())
+            raise ShardReadError(f"{where}cannot read shard {shard.index} ({files}): {why}. Check that the "
+                                 "URLs are reachable from here (credentials, endpoint) and the files exist") from e
+        return
     try:
         yield from _read_shard(shard, with_audio=with_audio)
     except CORRUPT as e:
         files = ", ".join(shard.paths.values())
-        where = f"source {source!r}, " if source else ""
         raise CorruptShardError(
             f"{where}Shar folder {str(Path(shard.index_file).parent)!r}: cannot read shard {files} "
             f"({type(e).__name__}: {e}); the file is truncated or damaged: re-run the preparation that wrote it"

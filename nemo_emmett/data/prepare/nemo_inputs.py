@@ -1,16 +1,24 @@
-"""``data.input_cfg`` entries as Shar folders: our own used as they are, the others converted once and cached.
+"""``data.input_cfg`` entries as sources: our Shar folders as they are, shard URLs streamed, the rest converted once.
 
-Our stream reads complete Shar folders (``data/marker.py``), so at start-up every entry that is not one
-(a NeMo manifest, a tarred NeMo manifest, a text pair, a Shar folder or shard URLs written by lhotse
-without our marker and fields) is read through NeMo's own readers (``LazyNeMoIterator``,
-``LazyNeMoTarredIterator``, ``LhotseTextPairAdapter``) or lhotse's (``CutSet.from_shar``, ``open_best``: local
-paths and s3/ais/http URLs alike) and written, tagged, into a cached Shar folder with its marker; the
-normal path then reads it. The cache key holds the entry (type, paths, fields, tags) and each local
-input file's size and modification time (manifests, tar files, text files, Shar shards; not the audio
-files a manifest names, nor the content behind a URL: change the URL, or clear the cache, for those).
-Each folder is written under a temporary name, its marker last, and renamed into place under a lock, so
-that a killed start-up or a second rank never leaves or reads half a folder. Dropped examples (empty
-text, audio a tar file lacks or cannot decode) are counted in the marker's ``skipped`` and logged.
+Our stream reads complete Shar folders (``data/marker.py``) and shard listings (``data/shard_list.py``).
+At start-up:
+
+* our own Shar folder (with its marker) is used in place;
+* NeMo's dict of Shar shard files or URLs (``shar_path: {cuts: [...], recording: [...]}``, local paths and
+  s3/ais/http/pipe URLs alike) becomes a cached shard listing (``data/prepare/shard_listing.py``: only the
+  cuts indices are read, to count), and training streams the shards from where they are, tagged as read;
+* every other entry (a NeMo manifest, a tarred NeMo manifest, a text pair, a lhotse Shar folder without
+  our marker) is read through NeMo's own readers (``LazyNeMoIterator``, ``LazyNeMoTarredIterator``,
+  ``LhotseTextPairAdapter``) or lhotse's (``CutSet.from_shar``) and written, tagged, into a cached Shar
+  folder with its marker.
+
+The cache key holds the entry (type, paths, fields, tags) and each local input file's size and
+modification time (manifests, tar files, text files, Shar shards; not the audio files a manifest
+names, nor the content behind a URL: change the URL, or clear the cache, for those). Each folder is
+written under a temporary name, its marker last, and renamed into place (a listing: written and
+renamed, last) under a lock, so that a killed start-up or a second rank never leaves or reads half of
+one. Dropped examples (empty text, audio a tar file lacks or cannot decode) are counted in a converted
+folder's marker ``skipped`` and logged; a streamed source drops the same cuts as it reads them.
 """
 
 from __future__ import annotations
@@ -20,7 +28,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 from collections import Counter
 from collections.abc import Iterator
@@ -30,8 +37,8 @@ from typing import Any
 import braceexpand
 
 from nemo_emmett.data.examples import Example, make_text_example
+from nemo_emmett.data.foreign import TARGET_TEXT_FIELDS, Tagging, tag_cut
 from nemo_emmett.data.input_cfg import (
-    TARGET_TEXT_FIELDS,
     InputEntry,
     entry_source,
     extra_tags,
@@ -40,7 +47,9 @@ from nemo_emmett.data.input_cfg import (
 )
 from nemo_emmett.data.marker import marker_path
 from nemo_emmett.data.prepare.nemo_readers import audio_examples, check_manifests, text_pairs
+from nemo_emmett.data.prepare.shard_listing import write_listing
 from nemo_emmett.data.shar import ExampleSharWriter, check_folder
+from nemo_emmett.data.shard_list import SUFFIX, is_url, load_shard_list
 from nemo_emmett.parts.cache import cache_dir
 
 log = logging.getLogger(__name__)
@@ -48,13 +57,6 @@ log = logging.getLogger(__name__)
 CONVERT_VERSION = 1
 """Bump when a conversion's output changes for the same input (it is part of the cache key)."""
 SHARD_SIZE = 1000
-READER_FIELDS = ("shard_origin", "shar_epoch")
-"""What lhotse's Shar reader adds to ``cut.custom`` (where it read the cut): not the example's, not stored."""
-_URL = re.compile(r"^[a-z][a-z0-9+.-]*://|^pipe:")
-
-
-def is_url(path: str) -> bool:
-    return bool(_URL.match(str(path)))
 
 
 def expand_paths(value: str | list[str]) -> list[str]:
@@ -95,7 +97,8 @@ def own_shar(entry: InputEntry) -> str | None:
 
 
 def shar_for_entry(entry: InputEntry, root: Path, *, allow_incomplete: bool = False) -> str:
-    """The Shar folder that holds the entry's examples (converted and cached unless it is ours)."""
+    """The Shar folder or shard listing that holds the entry's examples (converted or listed, and cached,
+    unless it is ours)."""
     fields_ = source_fields(entry)
     own = own_shar(entry)
     if own is not None:
@@ -107,23 +110,47 @@ def shar_for_entry(entry: InputEntry, root: Path, *, allow_incomplete: bool = Fa
     key = cache_key(entry, fields_)
     digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     final = root / digest / f"{fields_['task']}_{fields_['source_lang']}-{fields_['target_lang']}"
+    listed = entry.type == "lhotse_shar" and isinstance(entry.options["shar_path"], dict)
+    if listed:
+        final = final.with_name(final.name + SUFFIX)
+    elif entry.options.get("num_examples") is not None:
+        raise ValueError(f"{entry.where}.num_examples: applies to a shar_path given as a dict of shard files or "
+                         "URLs (streamed, not counted); a folder is counted from its shards")
     final.parent.mkdir(parents=True, exist_ok=True)
     with open(final.parent / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another rank converting the same entry: wait, then reuse its folder
         if _complete(final):
-            log.info("%s: using the converted Shar folder %s", entry.where, final)
+            log.info("%s: using the %s %s", entry.where, "shard listing" if listed else "converted Shar folder", final)
+            return str(final)
+        if listed:
+            log.info("%s: listing its shards in %s (streamed from where they are, not copied)", entry.where, final)
+            write_listing(final, shar_fields(entry)["fields"], tagging_of(entry, fields_), where=entry.where,
+                          source=entry.name or f"{entry.where} ({entry.type} {fields_['task']}_"
+                                              f"{fields_['source_lang']}-{fields_['target_lang']})",
+                          num_examples=entry.options.get("num_examples"),
+                          extra={"summary": fields_, "input_cfg": {"where": entry.where, "type": entry.type,
+                                                                   "key": key}})
             return str(final)
         log.info("%s: converting the %s entry into Shar folder %s (once; cached)", entry.where, entry.type, final)
         convert(entry, fields_, final, key)
     return str(final)
 
 
-def _complete(folder: Path) -> bool:
-    if not folder.is_dir():
-        return False
+def tagging_of(entry: InputEntry, fields_: dict[str, str]) -> Tagging:
+    """How the entry's foreign cuts become our examples: its direction, dataset, other tags, translation field."""
+    return Tagging(**{k: fields_[k] for k in ("task", "source_lang", "target_lang", "dataset")},
+                   extra=extra_tags(entry), target_key=entry.options.get("target_text_field"))
+
+
+def _complete(path: Path) -> bool:
     try:
-        check_folder(folder)
-    except ValueError:
+        if path.name.endswith(SUFFIX):
+            load_shard_list(path)
+            return True
+        if not path.is_dir():
+            return False
+        check_folder(path)
+    except (OSError, ValueError):
         return False
     return True
 
@@ -225,29 +252,19 @@ def examples_of(entry: InputEntry, fields_: dict[str, str], skipped: Counter) ->
 
 def tag_cuts(cuts, fields_: dict[str, str], extra: dict[str, Any], target_key: str | None, where: str,
              skipped: Counter) -> Iterator[Example]:
-    """Cuts of NeMo's or lhotse's readers as our audio examples: the first supervision's text is the
-    transcript, the translation comes from ``cut.custom`` (``target_key``, else ``target_text``/``answer``).
+    """Cuts of NeMo's or lhotse's readers as our audio examples (:func:`~nemo_emmett.data.foreign.tag_cut`).
     Returns how many were yielded."""
-    task, n = fields_["task"], 0
-    keys = (target_key,) if target_key else TARGET_TEXT_FIELDS
+    tagging = Tagging(**{k: fields_[k] for k in ("task", "source_lang", "target_lang", "dataset")}, extra=extra,
+                      target_key=target_key)
+    n = 0
     for k, cut in enumerate(cuts):
-        custom = {k: str(v) if isinstance(v, Path) else v for k, v in (cut.custom or {}).items()
-                  if k not in READER_FIELDS}
-        sup = cut.supervisions[0] if cut.supervisions else None
-        transcript = (sup.text or "").strip() if sup is not None else ""
-        target = transcript if task == "asr" else str(next((custom[t] for t in keys if t in custom), "")).strip()
-        if task == "st" and not any(t in custom for t in keys):
-            raise ValueError(f"{where}: example {cut.id!r} (#{k + 1}) has no translation: none of the fields "
-                             f"{list(keys)} (found {sorted(custom)}); set the entry's target_text_field")
-        if sup is None or not transcript or not target:
+        ex = tag_cut(cut, tagging, f"{fields_['dataset']}-{fields_['source_lang']}-{fields_['target_lang']}-{k + 1:07d}",
+                     f"{where} (#{k + 1})")
+        if ex is None:
             skipped["empty_text"] += 1
             continue
-        sup.text, sup.language = transcript, fields_["source_lang"]
-        cut.custom = {**custom, **extra, "source_id": cut.id, "target_text": target,
-                      "target_lang": fields_["target_lang"], "task": task, "dataset": fields_["dataset"]}
-        cut.id = f"{fields_['dataset']}-{fields_['source_lang']}-{fields_['target_lang']}-{k + 1:07d}"
         n += 1
-        yield cut
+        yield ex
     return n
 
 

@@ -193,20 +193,10 @@ def test_a_foreign_lhotse_shar_is_read_from_a_folder_and_from_nemos_dict_of_shar
         train([{"type": "lhotse_shar", "shar_path": "s3://bucket/shar", "tags": ST_TAGS}])
 
 
-def test_shard_urls_are_read_through_lhotse(tmp_path):
+def test_shard_urls_are_read_through_lhotse(tmp_path, http_folder):
     """NeMo's dict form with URLs (here http from a local server: no network) is read by lhotse's ``open_best``."""
-    import functools
-    import http.server
-    import threading
-
     folder, expected = write_lhotse_shar(tmp_path)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
-        fields = {"cuts": f"{url}/cuts.00000_OP_0..1_CL_.jsonl.gz", "recording": f"{url}/recording.00000_OP_0..1_CL_.tar"}
-        _, (examples,) = train([{"type": "lhotse_shar", "shar_path": fields, "tags": ST_TAGS}])
-    finally:
-        server.shutdown()
+    url, _ = http_folder(folder)
+    fields = {"cuts": f"{url}/cuts.00000_OP_0..1_CL_.jsonl.gz", "recording": f"{url}/recording.00000_OP_0..1_CL_.tar"}
+    _, (examples,) = train([{"type": "lhotse_shar", "shar_path": fields, "tags": ST_TAGS}])
     assert sorted(source_text(e) for e in examples) == sorted(expected)
