@@ -25,6 +25,7 @@ from typing import Any
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from nemo_emmett.data.batch_groups import component_groups
 from nemo_emmett.data.config import DataConfig, parse_data_config
 from nemo_emmett.data.datamodule import EmmettDataModule
 from nemo_emmett.data.examples import TASKS, direction_key
@@ -132,10 +133,13 @@ class RunInputs:
     """The model config with its tokenizer set."""
     text: TextProcessor
     """The tokenizer both the data module and the model receive."""
+    batch_groups: dict[str, str] | None = None
+    """A modular model's directions grouped by the components they run (``data.batch_by: components``)."""
 
     def data_module(self, *, rank_directions: list[list[str]] | None = None) -> EmmettDataModule:
         """The data module, set up (its plan built). ``rank_directions``: as in :class:`EmmettDataModule`."""
-        data = EmmettDataModule(self.data, text=self.text, rank_directions=rank_directions)
+        data = EmmettDataModule(self.data, text=self.text, rank_directions=rank_directions,
+                                batch_groups=self.batch_groups)
         data.setup("fit")
         return data
 
@@ -149,11 +153,13 @@ def resolve_run(cfg: DictConfig) -> RunInputs:
     cls = model_class(cfg.model_class)
     model_cfg = resolve_model_config(cfg.model, data)
     parsed = parse_model_config(model_cfg, cls.config_class)
+    groups = None
     if getattr(parsed, "modular", None) is not None:  # a modular model: every task has data, or says zero_shot
         check_task_data(parsed.modular.tasks, [direction_key(s["task"], s["source_lang"], s["target_lang"])
                                                for s in data.train_sources])
         data = dataclasses.replace(data, train_sources=with_task_transforms(data.train_sources, parsed.modular.tasks))
-    return RunInputs(data, cls, model_cfg, cls.build_text(parsed))  # its tokenizer, prompts included
+        groups = component_groups({t.direction: t.route() for t in parsed.modular.tasks})
+    return RunInputs(data, cls, model_cfg, cls.build_text(parsed), groups)  # its tokenizer, prompts included
 
 
 def build_data_and_model(cfg: DictConfig, *, rank_directions: list[list[str]] | None = None

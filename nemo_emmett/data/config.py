@@ -12,6 +12,7 @@ from typing import Any
 from num2words import num2words
 from omegaconf import DictConfig, OmegaConf
 
+from nemo_emmett.data.batch_groups import BATCH_BY
 from nemo_emmett.data.transforms import parse_transforms
 
 log = logging.getLogger(__name__)
@@ -230,6 +231,13 @@ class DataConfig:
     audio batch *and* the next text batch, each from its own modality's multiplexer and 2D buckets
     (both resumable), fused into one step (``data/fusion.py``), so that ST, ASR and MT gradients meet
     in every step (MGCM then projects MT too). Needs audio and text training sources."""
+    batch_by: str = "mixed"
+    """Which examples share a training batch (``data/batch_groups.py``): ``mixed``, any of one modality;
+    ``task``, one task (ST, ASR or MT); ``direction``, one direction; ``components``, directions that run
+    exactly the same components of a modular model (MAMMOTH's one task per step: routing runs one pass
+    instead of one sub-batch per direction; for a model whose directions share everything it is ``mixed``).
+    Source shares are unchanged; batches of one group wait longer to fill (``max_wait`` bounds it).
+    MGCM compares tasks inside a step: with ``task`` or finer, combine it with ``fusion: zip``."""
 
     def __post_init__(self) -> None:
         if self.temperature is not None:
@@ -240,6 +248,8 @@ class DataConfig:
                         "reweight_temperature (w_i^T); write data.size_temperature=%s", self.temperature)
             self.size_temperature, self.temperature = float(self.temperature), None
         parse_transforms(self.transforms, "data.transforms")  # errors at composition, naming the entry
+        if self.batch_by not in BATCH_BY:
+            raise ValueError(f"data.batch_by: unknown value {self.batch_by!r}; expected one of {', '.join(BATCH_BY)}")
         if self.fusion not in FUSION_MODES:
             raise ValueError(f"data.fusion: unknown mode {self.fusion!r}; expected one of {', '.join(FUSION_MODES)}")
 

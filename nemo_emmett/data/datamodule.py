@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from nemo_emmett.data.batch import FusedBatch, TranslationBatch, batch_parts
+from nemo_emmett.data.batch_groups import group_of
 from nemo_emmett.data.config import DataConfig, parse_data_config
 from nemo_emmett.data.dataset import StreamedBatch, TextIds, TrainBatches, ValidationBatches
 from nemo_emmett.data.fusion import sampler_states
@@ -36,17 +37,20 @@ log = logging.getLogger(__name__)
 
 class EmmettDataModule(pl.LightningDataModule):
     def __init__(self, cfg: DictConfig | dict | DataConfig, *, text: TextIds,
-                 rank_directions: list[list[str]] | None = None):
+                 rank_directions: list[list[str]] | None = None, batch_groups: dict[str, str] | None = None):
         """``text``: the run's tokenizer (``nemo_emmett/startup.py`` resolves it before the data module
         and the model): bucketing counts tokens with it and collation turns texts into ids. ``cfg``
         must list its sources (the start-up fills in the demo corpus's).
         ``rank_directions``: the directions (``mt:en-de``) each rank trains, when ranks train
         different tasks (``trainer.strategy: component_sync``): a rank then reads only the sources of
-        its directions, split with the other ranks that train them. None: every rank reads every source."""
+        its directions, split with the other ranks that train them. None: every rank reads every source.
+        ``batch_groups``: each direction's group of directions that run the same components, for
+        ``data.batch_by: components`` (:func:`~nemo_emmett.data.batch_groups.component_groups`)."""
         super().__init__()
         self.cfg = parse_data_config(cfg)
         self.text = text
         self.rank_directions = rank_directions
+        self.batch_groups = batch_groups
         self.plan: DataPlan | None = None
         self._slot_states: dict[int, dict[str, Any]] = {}
         self._slot_draws: dict[int, dict[str, int]] = {}
@@ -95,6 +99,7 @@ class EmmettDataModule(pl.LightningDataModule):
             shuffle_buffer=c.shuffle_buffer, max_wait=c.max_wait, sampling_rate=c.sampling_rate, text=self.text,
             resume=self._resume, introduce_at_draw=[p.introduce_at_draw[i] for i in keep] if p.introduce_at_draw
             else p.introduce_at_draw, readers=readers, fusion=c.fusion,
+            group_of=group_of(c.batch_by, self.batch_groups),
         )
 
     def train_dataloader(self) -> DataLoader:

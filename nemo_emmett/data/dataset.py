@@ -19,6 +19,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 import nemo_emmett.data.examples as ex_
 from nemo_emmett.data.batch import FusedBatch, TranslationBatch
+from nemo_emmett.data.batch_groups import GroupOf
 from nemo_emmett.data.bucketing import BucketGrid
 from nemo_emmett.data.fusion import FUSED_MODALITIES, ZipSampler, is_fused_state
 from nemo_emmett.data.lengths import sampling_kw
@@ -166,6 +167,8 @@ class TrainBatches(IterableDataset):
     different sources (component-aware training); None: every rank reads every source."""
     fusion: str = "none"
     """``data.fusion``: ``zip`` yields :class:`FusedBatch` steps from one sampler per modality (``data/fusion.py``)."""
+    group_of: GroupOf | None = None
+    """``data.batch_by``: examples share a batch only within their group (``data/batch_groups.py``)."""
 
     def __post_init__(self) -> None:
         super().__init__()
@@ -184,7 +187,7 @@ class TrainBatches(IterableDataset):
         transforms = SourceTransforms(tuple(self.specs[i].name for i in keep),
                                       tuple(self.specs[i].transforms or () for i in keep), seed=self.seed, slot=slot)
         return Bucketing2DSampler(buckets=self.buckets, measure=self.measure, mux=mux, max_wait=self.max_wait,
-                                  transforms=None if transforms.empty else transforms)
+                                  transforms=None if transforms.empty else transforms, group_of=self.group_of)
 
     def sampler_for_slot(self, slot: int, num_slots: int) -> Bucketing2DSampler | ZipSampler:
         everything = list(range(len(self.specs)))

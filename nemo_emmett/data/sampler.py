@@ -51,6 +51,8 @@ class Batch:
     max_output: float
     examples: list[Example]
     lengths: list[tuple[float, float]]
+    group: str = ""
+    """The batch group its examples share (``data.batch_by``); "" when batches mix them."""
 
 
 @dataclass
@@ -99,6 +101,7 @@ class Bucketing2DSampler:
         snapshot_every: int = 64,
         warn_drops_every: int = 100,
         transforms: Callable[[int, Example, int], Example | Rejected] | None = None,
+        group_of: Callable[[Example], str] | None = None,
     ):
         if (mux is None) == (finite_source is None):
             raise ValueError("give exactly one of mux (training) or finite_source (validation)")
@@ -115,9 +118,12 @@ class Bucketing2DSampler:
         if transforms is not None and mux is None:
             raise ValueError("transforms are for training (a mux), never for a finite validation pass")
         self.transforms = transforms
+        self.group_of = group_of
+        """``data.batch_by``: examples wait in the buckets of their group (``data/batch_groups.py``)."""
         self.stats = SamplerStats()
-        self._buffers: dict[tuple[str, int], list[tuple[int, Example, tuple[float, float]]]] = {}
-        self._waiting: OrderedDict[int, tuple[str, int]] = OrderedDict()  # draw index -> bucket key
+        # (modality, group, bucket) -> waiting (draw index, example, lengths)
+        self._buffers: dict[tuple[str, str, int], list[tuple[int, Example, tuple[float, float]]]] = {}
+        self._waiting: OrderedDict[int, tuple[str, str, int]] = OrderedDict()  # draw index -> bucket key
         self._snapshots: deque[tuple[int, dict[str, Any]]] = deque()
         self._draw = 0  # draws made (finite mode counts examples)
 
@@ -169,7 +175,7 @@ class Bucketing2DSampler:
             if count:
                 self._count_drop(modality, lengths, spec)
             return None
-        key = (modality, b)
+        key = (modality, self.group_of(ex) if self.group_of is not None else "", b)
         buf = self._buffers.setdefault(key, [])
         buf.append((d, ex, lengths))
         self._waiting[d] = key
@@ -177,16 +183,16 @@ class Bucketing2DSampler:
             return self._emit(key)
         return None
 
-    def _emit(self, key: tuple[str, int]) -> Batch:
-        modality, b = key
+    def _emit(self, key: tuple[str, str, int]) -> Batch:
+        modality, group, b = key
         items = self._buffers.pop(key)
         for d, _, _ in items:
             del self._waiting[d]
         self.stats.emitted[modality] += len(items)
         max_in, max_out = self.buckets[modality].grid.bins[b]
-        return Batch(modality, b, max_in, max_out, [ex for _, ex, _ in items], [ln for _, _, ln in items])
+        return Batch(modality, b, max_in, max_out, [ex for _, ex, _ in items], [ln for _, _, ln in items], group)
 
-    def _stale_bucket(self) -> tuple[str, int] | None:
+    def _stale_bucket(self) -> tuple[str, str, int] | None:
         if not self._waiting:
             return None
         oldest = next(iter(self._waiting))

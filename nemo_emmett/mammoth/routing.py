@@ -131,11 +131,15 @@ class ModularTasks:
         return t
 
     def task_groups(self, batch: TranslationBatch) -> list[tuple[ModularTaskConfig, torch.Tensor]]:
-        """The batch's tasks in order of first appearance, each with the (N,) indices of its examples."""
-        rows: dict[str, list[int]] = {}
+        """The batch's routes in order of first appearance, each as its first task with the (N,) indices of
+        its examples: directions with the same route (:meth:`ModularTaskConfig.route`, the same components
+        in the same places) run as one sub-batch, so a batch of one route (``data.batch_by: components``)
+        runs one pass."""
+        rows: dict[tuple, tuple[ModularTaskConfig, list[int]]] = {}
         for i, key in enumerate(batch.directions):
-            rows.setdefault(self.task_for(*key).direction, []).append(i)
-        return [(self.tasks[d], torch.tensor(idx, dtype=torch.long)) for d, idx in rows.items()]
+            task = self.task_for(*key)
+            rows.setdefault(task.route(), (task, []))[1].append(i)
+        return [(task, torch.tensor(idx, dtype=torch.long)) for task, idx in rows.values()]
 
     def components_reached(self, batch: TranslationBatch, task: str) -> set[str]:
         """The components that the batch's examples of ``task`` (``st``, ``asr``, ``mt``) run."""

@@ -65,6 +65,13 @@ class ModularTaskConfig:
     def direction(self) -> str:
         return direction_key(self.task, self.source_lang, self.target_lang)
 
+    def route(self) -> tuple:
+        """What the task computes with: its task name and its components in their places. Directions with
+        equal routes run as one sub-batch (``ModularTasks.task_groups``) and may share a batch
+        (``data.batch_by: components``); only their prompts and targets differ."""
+        return (self.task, self.perception, self.source_embed, tuple(self.encoder), self.encoder_adapter,
+                self.target_embed, tuple(self.decoder), self.decoder_adapter)
+
     def components(self) -> list[str]:
         """Every component the task runs, without repeats, in forward order."""
         names = [self.perception, self.source_embed, *self.encoder, self.encoder_adapter, self.target_embed,

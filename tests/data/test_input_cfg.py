@@ -147,7 +147,7 @@ def test_input_cfg_composes_from_a_hydra_override():
     cfg = compose_config("salm_t5", ["data.input_cfg=[{type: nemo, manifest_filepath: a.json, weight: 2, tags: "
                                      "{lang: en}}, {type: txt_pair, source_paths: a.en, target_paths: a.de, weight: 1, "
                                      "source_language: en, target_language: de}]", "data.reweight_temperature=0"],
-                         config_dir=REPO / "conf")
+                         config_dir=REPO / "nemo_emmett" / "conf")
     data = parse_data_config(cfg.data)
     assert [(e.type, e.weight) for e in flatten_input_cfg(data.input_cfg, data.reweight_temperature)] == [
         ("nemo", 0.5), ("txt_pair", 0.5)]  # T=0 equalises the weights 2 and 1

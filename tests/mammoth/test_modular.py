@@ -279,3 +279,26 @@ def test_an_audio_batch_on_a_text_only_model_is_a_clear_error(model, spm_path):
     batch = st_asr_batch(SimpleNamespace(text=TextProcessor(spm_path=spm_path)))  # collated without task prompts
     with pytest.raises(ValueError, match="an audio batch reached a model without speech perception"):
         model.logits(batch)
+
+
+def test_directions_with_one_route_run_as_one_sub_batch(spm_path, one_torch_thread):
+    """en-de and en-fr run the same components (only prompts differ): one pass for both, outputs as
+    if each ran alone; de-en, with its own encoder layer, is its own sub-batch."""
+    shared = ["encoder.0.en", "encoder.1.full"], ["decoder.0.full", "decoder.1.full"]
+    tasks = [task("mt_en-de", "mt", "en", "de", *shared), task("mt_en-fr", "mt", "en", "fr", *shared),
+             task("mt_de-en", "mt", "de", "en", ["encoder.0.de", "encoder.1.full"], shared[1])]
+    torch.manual_seed(0)
+    m = ModularTranslation(modular_cfg(spm_path, tasks)).eval()
+    directions = [("en", "de"), ("en", "fr"), ("de", "en"), ("en", "fr")]
+    mixed = text_batch(m, directions)
+    groups = m.task_groups(mixed)
+    assert [idx.tolist() for _, idx in groups] == [[0, 1, 3], [2]]
+    calls = []
+    m.backbone["encoder.1.full"].register_forward_hook(lambda mod, args, out: calls.append(out.shape[0]))
+    logits, _ = m.logits(mixed)
+    assert calls == [3, 1]  # the shared encoder layer: one pass per route, not per direction
+    for i, d in enumerate(directions):
+        alone = text_batch(m, [d], texts=(mixed.source_texts[i], mixed.target_texts[i]))
+        ref, _ = m.logits(alone)
+        n = int(alone.target_lens[0])
+        torch.testing.assert_close(logits[i, :n], ref[0, :n], atol=1e-5, rtol=1e-5)

@@ -152,7 +152,7 @@ def test_txt_pair_is_read_with_its_languages_and_empty_lines_counted(tmp_path):
                                    "target_language": "de", "tags": {"dataset": "wmt"}}])
     assert sources[0] | {"path": None} == {"name": "wmt.mt_en-de", "path": None, "task": "mt", "source_lang": "en",
                                             "target_lang": "de", "dataset": "wmt", "weight": 1.0, "num_examples": 3,
-                                            "modality": "text", "introduce_at_step": 0}
+                                            "modality": "text", "introduce_at_step": 0, "transforms": None}
     assert [(source_text(e), target_text(e)) for e in examples] == [("one", "eins"), ("two", "zwei"), ("four", "vier")]
     assert json.loads(marker_path(sources[0]["path"]).read_text())["skipped"] == {"empty_text": 1}
     (tmp_path / "train.de").write_text("eins\nzwei\n")
