@@ -111,7 +111,7 @@ def allocate(tasks: Sequence[ModularTaskConfig], weights: Mapping[str, float], t
     greedy = allocate_devices(tasks, weights, topology.size)
     cap = capacity(p, greedy)
     devices = local_search(p, greedy, iterations=spec.iterations, seed=spec.seed, cap=cap)
-    over, _, overload, _ = objective(p, devices, cap)
+    over, _, overload, _, _ = objective(p, devices, cap)
     if over:
         raise ValueError(f"allocation.tasks_per_device={spec.tasks_per_device}: the search found no allocation "
                          f"within it in {spec.iterations} iterations; raise it or allocation.iterations")

@@ -9,7 +9,13 @@ order (:func:`objective`):
 2. ranks with no task training from step 0, beyond those unavoidable (fewer step-0 tasks than ranks);
 3. the largest rank load above the capacity: ``(1 + balance_tolerance) / devices``, or without a tolerance the
    greedy start's largest load (as balanced as greedy, never less);
-4. the weighted bytes per step (:func:`nemo_emmett.mammoth.meta.allocation_cost.communication_cost`).
+4. the weighted bytes per step (:func:`nemo_emmett.mammoth.meta.allocation_cost.communication_cost`);
+5. a tie-break: how concentrated each component's holders are per node (the sum over nodes of the squared
+   number of holder ranks there, weighed by size). The ring cost is flat until a node holds none of a
+   component: this term lets the search move holders node by node until one is emptied.
+
+A third move swaps the whole task lists of two ranks on different nodes: it changes no load, only which
+node holds what, which a node-blind start gets wrong.
 
 So the result is never worse than the start, and the same for the same seed. Every rank keeps at least
 one task, and no rank holds two copies of one task. MAMMOTH's ``gpu_assignment.py`` also swaps task slots
@@ -53,7 +59,7 @@ class Problem:
     tasks_per_device: int | None = None
 
 
-class _State:
+class AllocationState:
     """An allocation with what the objective needs, updated move by move."""
 
     def __init__(self, p: Problem, devices: Sequence[Sequence[str]]):
@@ -76,7 +82,10 @@ class _State:
         self.holders: dict[str, list[dict[int, int]]] = {c: [{} for _ in self.phases] for names in
                                                            p.components.values() for c in names}
         self.cost: dict[str, list[float]] = {c: [0.0] * len(self.phases) for c in self.holders}
+        self.nodes: dict[str, list[dict[int, int]]] = {c: [{} for _ in self.phases] for c in self.holders}
         self.comm = 0.0
+        self.spread = 0.0
+        self.members: list[set[int]] = [set() for _ in range(p.topology.size)]
         for i, r in enumerate(self.dev):
             self._place(i, r, +1)
         step0 = sum(f == 0 for f in self.first)
@@ -88,6 +97,7 @@ class _State:
         if not self.on[r][name]:
             del self.on[r][name]
         self.count[r] += sign
+        (self.members[r].add if sign > 0 else self.members[r].discard)(i)
         self.load[r] += sign * self.item_load[i]
         if self.first[i] is None:
             return
@@ -100,6 +110,11 @@ class _State:
                 if not h[r]:
                     del h[r]
                 if len(h) != before:  # the holder set changed: re-cost this phase of this component
+                    on_node, node = self.nodes[c][j], self.p.topology.node(r)
+                    x = on_node.get(node, 0)
+                    # spread = -sum of squared holders per node: x -> x + 1 adds 2x + 1, x -> x - 1 takes 2x - 1
+                    self.spread -= self.phases[j][1] * self.p.sizes[c] * (2 * x + 1 if sign > 0 else 1 - 2 * x)
+                    on_node[node] = x + sign
                     new = self.phases[j][1] * weigh(*ring_bytes(self.p.sizes[c], list(h), self.p.topology),
                                                     self.p.links)
                     self.comm += new - self.cost[c][j]
@@ -110,11 +125,19 @@ class _State:
         self.dev[i] = r
         self._place(i, r, +1)
 
-    def objective(self, capacity: float) -> tuple[int, int, float, float]:
+    def swap_ranks(self, a: int, b: int) -> None:
+        """Rank ``a``'s tasks to ``b`` and ``b``'s to ``a``."""
+        mine, theirs = list(self.members[a]), list(self.members[b])
+        for i in mine:
+            self.move(i, b)
+        for k in theirs:
+            self.move(k, a)
+
+    def objective(self, capacity: float) -> tuple[int, int, float, float, float]:
         limit = self.p.tasks_per_device
         over = 0 if limit is None else sum(max(0, c - limit) for c in self.count)
         idle = max(0, sum(s == 0 for s in self.start0) - self.unavoidable_idle)
-        return over, idle, max(0.0, max(self.load) - capacity), self.comm
+        return over, idle, max(0.0, max(self.load) - capacity), self.comm, self.spread
 
     def devices(self) -> list[list[str]]:
         out: list[list[str]] = [[] for _ in self.count]
@@ -124,7 +147,7 @@ class _State:
         return [sorted(names, key=order.__getitem__) for names in out]
 
 
-def better(new: tuple[int, int, float, float], old: tuple[int, int, float, float]) -> bool:
+def better(new: tuple[int, int, float, float, float], old: tuple[int, int, float, float, float]) -> bool:
     """Lexicographically lower, with float terms equal within a relative ``1e-9``."""
     for a, b in zip(new, old):
         tol = _EPS * max(1.0, abs(a), abs(b))
@@ -142,9 +165,9 @@ def capacity(p: Problem, start: Sequence[Sequence[str]]) -> float:
     return (1 + p.balance_tolerance) / p.topology.size
 
 
-def objective(p: Problem, devices: Sequence[Sequence[str]], cap: float) -> tuple[int, int, float, float]:
+def objective(p: Problem, devices: Sequence[Sequence[str]], cap: float) -> tuple[int, int, float, float, float]:
     """The search's objective of ``devices`` (see the module docstring), computed from scratch."""
-    return _State(p, devices).objective(cap)
+    return AllocationState(p, devices).objective(cap)
 
 
 def local_search(p: Problem, start: Sequence[Sequence[str]], *, iterations: int, seed: int,
@@ -153,16 +176,29 @@ def local_search(p: Problem, start: Sequence[Sequence[str]], *, iterations: int,
     if len(start) != p.topology.size:
         raise ValueError(f"the start allocation has {len(start)} devices, not {p.topology.size}")
     cap = capacity(p, start) if cap is None else cap
-    s = _State(p, start)
+    s = AllocationState(p, start)
     rng = random.Random(seed)
     n, size = len(s.items), p.topology.size
     current = s.objective(cap)
     if n < 2 or size < 2:
         return s.devices()
+    gpus = p.topology.gpus_per_node
     for _ in range(iterations):
+        u = rng.random()
+        if u < 0.2 and p.topology.nodes > 1:  # swap ranks a and b, on different nodes
+            a = rng.randrange(size)
+            b = rng.randrange(size - gpus)
+            b += gpus * (b >= p.topology.node(a) * gpus)  # skip a's node
+            s.swap_ranks(a, b)
+            new = s.objective(cap)
+            if better(new, current):
+                current = new
+            else:
+                s.swap_ranks(a, b)
+            continue
         i = rng.randrange(n)
         a = s.dev[i]
-        if rng.random() < 0.5:  # move i to rank b
+        if u < 0.6:  # move i to rank b
             b = rng.randrange(size - 1)
             b += b >= a
             if s.count[a] == 1 or s.items[i] in s.on[b]:
@@ -189,8 +225,8 @@ def local_search(p: Problem, start: Sequence[Sequence[str]], *, iterations: int,
     return s.devices()
 
 
-def random_allocation(p: Problem, items: Sequence[str], seed: int) -> list[list[str]]:
-    """A baseline: ``items`` (task names, copies repeated) shuffled and dealt round-robin to the ranks."""
+def random_allocation(size: int, items: Sequence[str], seed: int) -> list[list[str]]:
+    """A baseline: ``items`` (task names, copies repeated) shuffled and dealt round-robin to ``size`` ranks."""
     order = list(items)
     random.Random(seed).shuffle(order)
-    return [order[r::p.topology.size] for r in range(p.topology.size)]
+    return [order[r::size] for r in range(size)]
