@@ -113,7 +113,8 @@ def compare(setup: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     def figures(devices: list[list[str]]) -> dict[str, float]:
         c = communication_cost(devices, components, setup["sizes"], starts, horizon, setup["topology"], links)
         return {"inter_gb": c.inter_bytes / GB, "intra_gb": c.intra_bytes / GB, "weighted_gb": c.weighted / GB,
-                "max_load_over_mean": max(device_loads(devices, setup["weights"], starts, horizon)) * world}
+                "max_load_over_mean": max(device_loads(devices, setup["weights"], starts, horizon)) * world,
+                "idle_at_step_0": sum(all(starts[n] != 0 for n in names) for names in devices)}
 
     items = [n for names in result.greedy for n in names]
     randoms = [figures(random_allocation(setup["topology"].size, items, seed)) for seed in range(args.seeds)]
@@ -145,14 +146,14 @@ def markdown(out: dict[str, Any]) -> str:
     lines = []
     for name, r in out["setups"].items():
         lines += [f"**{name}**: {r['tasks']} tasks ({r['delayed_tasks']} delayed), {r['components']} components, "
-                  f"{r['nodes']} nodes x {r['devices'] // r['nodes']} GPUs", "",
-                  "| method | inter-node GB/step | intra-node GB/step | weighted GB/step | max load / mean |",
-                  "|---|---|---|---|---|"]
+                  f"{r['nodes']} nodes x {r['devices'] // r['nodes']} GPUs (search: {r['search']['seconds']:.1f} s)", "",
+                  "| method | inter-node GB/step | intra-node GB/step | weighted GB/step | max load / mean "
+                  "| ranks idle at step 0 |", "|---|---|---|---|---|---|"]
         for m in ("greedy", "search", "random"):
             f = r[m]
             label = f"random (mean of {out['config']['seeds']})" if m == "random" else m
             lines.append(f"| {label} | {f['inter_gb']:.3f} | {f['intra_gb']:.3f} | {f['weighted_gb']:.3f} "
-                         f"| {f['max_load_over_mean']:.2f} |")
+                         f"| {f['max_load_over_mean']:.2f} | {f['idle_at_step_0']:g} |")
         lines.append("")
     lines += ["| languages | tasks | model GB | component sync GB/rank (mean / max) | DDP GB/rank | sync / DDP |",
               "|---|---|---|---|---|---|"]
