@@ -38,7 +38,7 @@ from nemo_emmett.data.prepare.templates import (
 )
 from nemo_emmett.data.shar import count_examples
 from nemo_emmett.data.sources import temperature_weights
-from nemo_emmett.mammoth.meta.allocation import allocate_devices
+from nemo_emmett.mammoth.meta.allocation import meta_allocation
 from nemo_emmett.mammoth.meta.clusters import cluster_languages, read_distances
 from nemo_emmett.mammoth.meta.schema import CorpusSpec, MetaConfig, SharingSpec
 from nemo_emmett.mammoth.sharing import PATTERNS, check_id, language_groups, single_component, stack_component
@@ -302,7 +302,7 @@ def expand(meta: MetaConfig) -> Expansion:
     for t, prompt in zip(tasks, prompts(tasks, meta.target_tags)):
         t.prompt = prompt
         t.zero_shot = weights[t.name] == 0  # no training source is written for it (generated_config)
-    devices = None if meta.devices is None else allocate_devices(tasks, weights, meta.devices)
+    devices = meta_allocation(meta, tasks, weights)
     modular = ModularConfig(encoder_layers=[s.layers for s in meta.sharing.encoder],
                             decoder_layers=[s.layers for s in meta.sharing.decoder],
                             tasks=tasks, groups=groups, devices=devices)

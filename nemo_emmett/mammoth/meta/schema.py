@@ -19,6 +19,7 @@ from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBas
 
 from nemo_emmett.data.examples import TASKS
 from nemo_emmett.data.prepare.templates import MODES
+from nemo_emmett.mammoth.meta.allocation_cost import LinkWeights
 from nemo_emmett.mammoth.sharing import check_id
 
 KINDS = ("bitext", "shar")
@@ -41,6 +42,33 @@ class SharingSpec:
     decoder: list[StackSpec] = field(default_factory=lambda: [StackSpec(1, "FULL"), StackSpec(1, "TGT_LANGUAGE")])
     embed: str = "FULL"
     """Pattern of the token embeddings (source side for the source, target side for the target)."""
+
+
+@dataclass
+class AllocationSpec:
+    """How tasks are placed on ``nodes x gpus_per_node`` (``mammoth/meta/allocation_search.py``)."""
+
+    balance_tolerance: float | None = None
+    """A rank's share of the training mix may reach ``(1 + balance_tolerance) / devices``; an error when no
+    allocation found does. null: at most the greedy allocation's largest share (as balanced as greedy)."""
+    tasks_per_device: int | None = None
+    """At most this many tasks per rank (memory); null: no limit."""
+    intra_node: float = LinkWeights.intra_node
+    """Cost of a gradient byte sent between GPUs of one node."""
+    inter_node: float = LinkWeights.inter_node
+    """Cost of a byte sent between nodes."""
+    iterations: int = 20000
+    """Moves and swaps the local search proposes (0: the greedy allocation)."""
+    seed: int = 0
+    steps: int | None = None
+    """Training steps the cost is averaged over (curriculum tasks count from their start); null: twice the
+    latest curriculum start."""
+    vocab_size: int = 8000
+    """Weighs embedding components against layer stacks (the tokenizer is not known here)."""
+    perception_params: int = 0
+    """Parameters of the speech encoder ``perception.full`` (0: not weighed)."""
+    bytes_per_param: int = 4
+    """Bytes per gradient element (4: fp32)."""
 
 
 @dataclass
@@ -91,7 +119,11 @@ class MetaConfig:
     target_tags: str = "auto"
     """auto: a prompt ``<{target_lang}>`` where a decoder stack serves several target languages."""
     devices: int | None = None
-    """Number of devices to allocate tasks to (:func:`allocate_devices`); null: no allocation."""
+    """Devices of one node to allocate tasks to (``nodes: 1, gpus_per_node: devices``); null: no allocation."""
+    nodes: int | None = None
+    """Nodes to allocate tasks to, with ``gpus_per_node`` (instead of ``devices``)."""
+    gpus_per_node: int | None = None
+    allocation: AllocationSpec = field(default_factory=AllocationSpec)
     d_model: int | None = None
     """Model sizes for ``model.modular``; null: the base config's."""
     n_heads: int | None = None
