@@ -3,7 +3,7 @@ scripts find them without a clone.
 
 Builds the wheel from a copy of what it is made of (so the build writes nothing into the repo), installs it
 with ``--no-deps`` into a fresh venv that reuses this environment's packages (no network), and from a folder
-outside the repo imports nemo_emmett and runs ``emmett-train --help``, which composes ``salm_t5``."""
+outside the repo imports nemo_emmett and runs ``emmett-train --cfg job``, which composes ``salm_t5``, and ``--help``, which lists the installed configs."""
 
 from __future__ import annotations
 
@@ -71,5 +71,7 @@ def test_installed_package_runs_outside_the_repo(installed, tmp_path):
     assert Path(where["file"]).is_relative_to(venv) and Path(where["conf"]).is_relative_to(venv)
     assert (Path(where["conf"]) / "salm_t5.yaml").is_file()
     # the console script composes its default config (salm_t5) from the installed package's configs
-    out = run([str(venv / "bin" / "emmett-train"), "--help"], cwd=tmp_path, timeout=180).stdout
+    out = run([str(venv / "bin" / "emmett-train"), "--cfg", "job"], cwd=tmp_path, timeout=180).stdout
     assert "model_class: nemo_emmett.models.salm_t5.SalmT5" in out and "name: salm_t5" in out
+    listed = run([str(venv / "bin" / "emmett-train"), "--help"], cwd=tmp_path, timeout=180).stdout
+    assert "--config-name salm_t5" in listed and str(venv) in listed  # the configs it found: the installed ones

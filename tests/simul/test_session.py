@@ -35,7 +35,7 @@ def model(spm_path, one_torch_thread):
                      "perception": dict(TINY_PERCEPTION), "decoding": {"max_new_tokens": 12}},
                     k=2, stride_frames=STRIDE)
     m = framewise(SalmT5(cfg))
-    train_steps(m, audio_batch(m, frames=[12, 10, 14]), steps=40)
+    train_steps(m, audio_batch(m, frames=[12, 10, 14]), steps=100)  # 40 left it saying one word (transformers 5.25)
     return m.eval()
 
 
