@@ -67,6 +67,7 @@ from nemo_emmett.models.portable import (
     write_tokenizer,
 )
 from nemo_emmett.models.pretrained import CONFIG as PRETRAINED_CONFIG
+from nemo_emmett.models.pretrained import fill_weights
 from nemo_emmett.parts import lora
 from nemo_emmett.parts.cache import content_folder
 
@@ -184,14 +185,8 @@ def restore_model(path: str | Path, map_location: str | torch.device = "cpu",
             state.update(_load_member(tar, components[name]))
         adapter = _optional_member(tar, ADAPTER_CONFIG), _optional_member(tar, ADAPTER_WEIGHTS)
     state = lora.upgrade_lora_keys(state)  # an export written before peft
-    if adapter == (None, None):
-        model.load_state_dict(state, strict=True)
-    else:
-        lora.load_adapter_files(model, *adapter, source=f"{str(path)!r}: {ADAPTER_DIR}/")
-        lora.load_state_without_adapters(model, state, source=f"{str(path)!r}: {WEIGHTS}")
-    if merge_lora:
-        model.merge_lora()
-    return model.to(map_location).eval()
+    return fill_weights(model, state, adapter, str(path), weights_file=WEIGHTS, merge_lora=merge_lora,
+                        map_location=map_location)
 
 
 def load_model(path: str | Path, *, map_location: str | torch.device = "cpu", model_class: str | None = None,

@@ -226,14 +226,24 @@ def load_saved(files: SavedFiles, cls: type, *, directions: list[str] | None = N
             raise ValueError(f"{files.where!r}: component {name!r} is not in {CONFIG} (it lists {sorted(saved)})")
         state.update(_weights(files, saved[name], f"the weights of component {name!r}"))
     adapter = files.read(ADAPTER_CONFIG), files.read(ADAPTER_WEIGHTS)
+    return fill_weights(model, state, adapter, files.where, merge_lora=merge_lora, map_location=map_location)
+
+
+def fill_weights(model: nn.Module, state: dict[str, torch.Tensor], adapter: tuple[bytes | None, bytes | None],
+                 where: str, *, weights_file: str = WEIGHTS, merge_lora: bool = False,
+                 map_location: Any = "cpu") -> nn.Module:
+    """``model`` with its saved weights: ``state`` exactly (an error naming ``where`` and the keys that
+    do not fit), or, with ``adapter`` (PEFT's config and weights files), the adapters from it and the
+    rest from ``state`` (read from ``weights_file``, named in errors); LoRA merged when asked; on
+    ``map_location``, in eval mode."""
     if adapter == (None, None):
         result = model.load_state_dict(state, strict=False)
         if result.missing_keys or result.unexpected_keys:
-            raise RuntimeError(f"{files.where!r}: the weights do not fit {model_cls.__name__}: missing keys "
+            raise RuntimeError(f"{where!r}: the weights do not fit {type(model).__name__}: missing keys "
                                f"{sorted(result.missing_keys)[:5]}, unexpected keys {sorted(result.unexpected_keys)[:5]}")
     else:
-        lora.load_adapter_files(model, *adapter, source=f"{files.where!r}: {ADAPTER_DIR}/")
-        lora.load_state_without_adapters(model, state, source=f"{files.where!r}: {WEIGHTS}")
+        lora.load_adapter_files(model, *adapter, source=f"{where!r}: {ADAPTER_DIR}/")
+        lora.load_state_without_adapters(model, state, source=f"{where!r}: {weights_file}")
     if merge_lora:
         model.merge_lora()
     return model.to(map_location).eval()
