@@ -352,11 +352,13 @@ def generated_config(x: Expansion, search_path: str | None = None) -> dict[str, 
     """The Hydra config as plain data: ``defaults: [<base>, _self_]`` plus every value written out."""
     meta = x.meta
     train, validation = [], []
+    corpus_transforms = {c.name: c.transforms for c in meta.corpora if c.transforms is not None}
     for d in x.data:
         tags = {"task": d.task, "source_lang": d.source_lang, "target_lang": d.target_lang}
         if x.weights[d.name] > 0:
+            own = {"transforms": corpus_transforms[d.corpus]} if d.corpus in corpus_transforms else {}
             train.append({"name": d.name, "path": d.path, **tags, "dataset": d.corpus, "num_examples": d.num_examples,
-                          "weight": x.weights[d.name], "introduce_at_step": meta.curriculum.get(d.name, 0)})
+                          "weight": x.weights[d.name], "introduce_at_step": meta.curriculum.get(d.name, 0), **own})
         if d.valid_path is not None:
             validation.append({"name": f"val_{d.name}", "path": d.valid_path, **tags, "dataset": d.valid_dataset})
     sizes = {k: getattr(meta, k) for k in ("d_model", "n_heads", "d_ff", "dropout") if getattr(meta, k) is not None}
@@ -365,7 +367,8 @@ def generated_config(x: Expansion, search_path: str | None = None) -> dict[str, 
                "tasks": [dataclasses.asdict(t) for t in x.tasks]}
     cfg: dict[str, Any] = {"defaults": [meta.base, "_self_"], "name": meta.name, "model_class": MODEL_CLASS,
                            "shar_root": meta.shar_root,
-                           "data": {"demo": {"enabled": False}, "train_sources": train, "validation_sources": validation},
+                           "data": {"demo": {"enabled": False}, "train_sources": train, "validation_sources": validation,
+                                    **({"transforms": meta.transforms} if meta.transforms is not None else {})},
                            "model": {"modular": modular}}
     if search_path is not None:
         cfg["hydra"] = {"searchpath": [f"file://{search_path}"]}

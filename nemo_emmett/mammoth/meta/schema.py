@@ -19,12 +19,13 @@ from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBas
 
 from nemo_emmett.data.examples import TASKS
 from nemo_emmett.data.prepare.templates import MODES
+from nemo_emmett.data.transforms import parse_transforms
 from nemo_emmett.mammoth.meta.allocation_cost import LinkWeights
 from nemo_emmett.mammoth.sharing import check_id
 
 KINDS = ("bitext", "shar")
-_BITEXT_KEYS = ("name", "task", "kind", "pairs", "src", "tgt", "mode", "valid_src", "valid_tgt", "valid_max_lines")
-_SHAR_KEYS = ("name", "task", "kind", "pairs", "path", "valid_path")
+_BITEXT_KEYS = ("name", "task", "kind", "pairs", "src", "tgt", "mode", "valid_src", "valid_tgt", "valid_max_lines", "transforms")
+_SHAR_KEYS = ("name", "task", "kind", "pairs", "path", "valid_path", "transforms")
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,9 @@ class CorpusSpec:
     path: str | None = None
     """shar: folder template, e.g. ``shar/multi30k_speech/st_{lang_pair}``."""
     valid_path: str | None = None
+    transforms: list[dict[str, Any]] | None = None
+    """Training transforms of this corpus's sources (``data/transforms.py``: filters, ``subword_sampling``),
+    written into each of its training source entries; null: the meta-config's ``transforms``."""
 
 
 @dataclass
@@ -114,6 +118,9 @@ class MetaConfig:
     weights: dict[str, float] | None = None
     """Explicit weight per task name (every task; 0: validated, not trained)."""
     curriculum: dict[str, int] = field(default_factory=dict)
+    transforms: list[dict[str, Any]] | None = None
+    """Training transforms of every source (``data.transforms`` of the written config); a corpus's own
+    ``transforms`` replaces them for its sources."""
     """Task name -> the training step it joins the mix at (``introduce_at_step`` of its source)."""
     sharing: SharingSpec = field(default_factory=SharingSpec)
     target_tags: str = "auto"
@@ -185,6 +192,8 @@ def parse_meta_config(raw: Any) -> MetaConfig:
         check_id(lang, "languages: language")
     for i, c in enumerate(meta.corpora):
         _check_corpus(c, f"corpora[{i}] ({c.name!r})")
+        parse_transforms(c.transforms, f"corpora[{i}] ({c.name!r}).transforms")
+    parse_transforms(meta.transforms, "transforms")  # an unknown name or impossible bound, named
     for key in ("name", "base", "shar_root"):
         if not getattr(meta, key):
             raise ValueError(f"{key}: expected a non-empty string, got {getattr(meta, key)!r}")

@@ -12,6 +12,7 @@ from nemo_emmett.data.config import parse_data_config
 from nemo_emmett.data.examples import source_lang, source_text, target_lang
 from nemo_emmett.data.prepare.cli import main as emmett_prepare
 from nemo_emmett.data.shar import count_examples, read_shar_dir
+from nemo_emmett.data.transforms import parse_transforms
 from nemo_emmett.mammoth.meta.allocation import allocate_devices
 from nemo_emmett.mammoth.meta.clusters import cluster_languages, read_distances
 from nemo_emmett.mammoth.meta.expand import expand, generated_config, render_config
@@ -285,3 +286,31 @@ def test_rendered_yaml_round_trips(tree):
     cfg = yaml.safe_load(text)
     assert cfg == generated_config(x, "/somewhere/conf")
     assert cfg["hydra"] == {"searchpath": ["file:///somewhere/conf"]}
+
+
+def test_transforms_are_written_for_every_source_or_per_corpus(tree):
+    everywhere = [{"name": "filter_length", "max_tokens": 50}]
+    raw = meta(tree, transforms=everywhere)
+    raw["corpora"][1]["transforms"] = [{"name": "filter_ratio", "max_ratio": 2.0}]  # the symmetric corpus 'sym'
+    cfg = generated_config(run(raw))
+    assert cfg["data"]["transforms"] == everywhere
+    train = {s["name"]: s for s in cfg["data"]["train_sources"]}
+    assert train["mt_fr-de"]["transforms"] == [{"name": "filter_ratio", "max_ratio": 2.0}]  # sym's own list
+    assert "transforms" not in train["mt_en-de"]  # bi: data.transforms applies
+    assert [type(x).__name__ for x in parse_transforms(train["mt_fr-de"]["transforms"], "t")] == ["FilterRatio"]
+    assert "transforms" not in generated_config(run(meta(tree)))["data"]
+
+
+@pytest.mark.parametrize(("where", "entry", "message"), [
+    ("meta", {"name": "filter_lenght"}, r"transforms\[0\]: unknown transform name 'filter_lenght'"),
+    ("corpus", {"name": "filter_length", "min_tokens": 5, "max_tokens": 2},
+     r"corpora\[1\] \('sym'\)\.transforms\[0\].*min_tokens=5 > max_tokens=2"),
+])
+def test_bad_transforms_in_a_meta_config_are_named(tree, where, entry, message):
+    raw = meta(tree)
+    if where == "meta":
+        raw["transforms"] = [entry]
+    else:
+        raw["corpora"][1]["transforms"] = [entry]
+    with pytest.raises(ValueError, match=message):
+        parse_meta_config(raw)
