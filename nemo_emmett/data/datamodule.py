@@ -154,8 +154,7 @@ class EmmettDataModule(pl.LightningDataModule):
         each source's realised share of the draws (``share_<source>``); batches consumed per bucket
         (``batches_<modality>_bucket<k>``, this run's)."""
         out: dict[str, float] = {}
-        states = [s for slot in self._slot_states.values() for s in sampler_states(slot)]
-        for state in states:
+        for state in (s for slot in self._slot_states.values() for s in sampler_states(slot)):
             stats = state["stats"]
             for key in ("drawn", "emitted", "dropped_no_bucket"):
                 for modality, n in stats[key].items():

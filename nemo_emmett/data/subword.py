@@ -22,15 +22,16 @@ from nemo_emmett.parts.subword_sampling import SubwordSampling as Sampling
 
 @dataclass(frozen=True)
 class SubwordSampling(Transform):
-    """SentencePiece sampling (``encode(..., enable_sampling=True, alpha=..., nbest_size=...)``) of the
-    source and target texts, training only. Needs a SentencePiece tokenizer."""
+    """Subword regularization of the source and target texts, training only: one of the SentencePiece
+    n-best segmentations drawn with probability ~ p^alpha (``parts/subword_sampling.py``). Needs a
+    SentencePiece unigram tokenizer."""
 
     NAME: ClassVar[str] = "subword_sampling"
     alpha: float = 0.1
-    """Unigram models: the smoothing of the segmentation probabilities (small: close to uniform over
-    segmentations; large: close to the best one). BPE models: the dropout probability, in (0, 1]."""
+    """The smoothing of the segmentation probabilities (small: close to uniform over the candidates;
+    large: close to the best one)."""
     nbest_size: int = -1
-    """-1: sample from the whole lattice; k >= 2: from the k best segmentations (0 and 1 never sample)."""
+    """-1: from the 64 best segmentations (``NBEST_CAP``); k >= 2: from the k best (at most 512)."""
 
     def __post_init__(self) -> None:
         a = self.alpha
